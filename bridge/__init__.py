@@ -1,0 +1,1 @@
+"""The Matrix side of the conference bridge: appservice, commands, rooms and calls."""

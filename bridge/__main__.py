@@ -1,0 +1,114 @@
+"""``python -m bridge``: generate a registration, or run the bridge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sys
+
+from mautrix.util.async_db import UnsupportedDatabaseVersion
+from mautrix.util.program import Program
+
+from . import resources
+from .bridge import Bridge, StartupError
+from .config import Config, InvalidConfigError
+from .registration import generate_registration
+from .version import __version__
+
+EXIT_NEW_CONFIG = 10
+EXIT_BAD_CONFIG = 11
+EXIT_STARTUP = 13
+
+
+class ConferenceBridge(Program):
+    module = "bridge"
+    name = "matrix-conference-bridge"
+    command = "python -m bridge"
+    version = __version__
+    description = "A Matrix appservice that runs calls for Matrix rooms on its own SFU."
+
+    config: Config
+    bridge: Bridge
+
+    def prepare_arg_parser(self) -> None:
+        super().prepare_arg_parser()
+        self.parser.add_argument(
+            "-g",
+            "--generate-registration",
+            action="store_true",
+            help="generate the appservice registration file and store its tokens in the config",
+        )
+        self.parser.add_argument(
+            "-r",
+            "--registration",
+            default="registration.yaml",
+            metavar="<path>",
+            help="where --generate-registration writes (default: registration.yaml)",
+        )
+
+    def prepare_config(self) -> None:
+        path = Path(self.args.config)
+        if not path.exists():
+            path.write_text(resources.example_config(), encoding="utf-8")
+            _fail(
+                EXIT_NEW_CONFIG,
+                f"Wrote a new config to {path}. Edit it (at least homeserver.address, "
+                "homeserver.domain, appservice.address and bridge.permissions), then run "
+                f"`{self.command} -g -c {path}` to generate the registration.",
+            )
+        self.config = Config(str(path))
+        self.load_and_update_config()
+        if self.args.generate_registration:
+            self._validate(need_tokens=False)
+            generate_registration(self.config, self.args.registration)
+            print(
+                f"Wrote {self.args.registration}. Add its path to app_service_config_files in "
+                "the homeserver's config, restart the homeserver, then start the bridge."
+            )
+            sys.exit(0)
+
+    def check_config(self) -> None:
+        self._validate(need_tokens=True)
+
+    def _validate(self, *, need_tokens: bool) -> None:
+        try:
+            self.config.validate(need_tokens=need_tokens)
+        except InvalidConfigError as e:
+            _fail(EXIT_BAD_CONFIG, f"Invalid configuration in {self.args.config}:\n{e}")
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.bridge = Bridge(self.config)
+
+    async def start(self) -> None:
+        try:
+            await self.bridge.start()
+        except StartupError as e:
+            self.log.critical(str(e))
+            sys.exit(EXIT_STARTUP)
+        except UnsupportedDatabaseVersion as e:
+            self.log.critical(
+                f"appservice.database: {e}. Run a newer version of the bridge, "
+                "or restore a backup made for this version."
+            )
+            sys.exit(EXIT_STARTUP)
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.bridge.stop()
+
+    async def system_exit(self) -> None:
+        await self.bridge.stop()
+
+
+def _fail(code: int, message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def main() -> None:
+    ConferenceBridge().run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The running bridge: database, appservice and the Matrix side wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+
+from mautrix.appservice import AppService
+from mautrix.appservice.state_store.asyncpg import PgASStateStore
+from mautrix.errors import MatrixConnectionError, MatrixRequestError, MUnknownToken
+from mautrix.types import UserID
+from mautrix.util.async_db import Database
+
+from . import db as tables
+from .config import Config
+from .matrix import MatrixHandler
+from .permissions import PermissionLevel
+
+log = logging.getLogger("mau.bridge")
+
+HOMESERVER_ATTEMPTS = 60
+PRUNE_INTERVAL_S = 3600
+PROCESSED_EVENT_MAX_AGE_MS = 7 * 24 * 3600 * 1000
+MAX_REQUEST_BODY = 4 * 1024 * 1024
+
+
+class StartupError(Exception):
+    """The bridge cannot start; the message tells the admin what to fix."""
+
+
+class Bridge:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.permissions: dict[str, PermissionLevel] = config.permissions()
+        self.db = Database.create(
+            config["appservice.database"],
+            upgrade_table=tables.build_upgrade_table(),
+            db_args=dict(config["appservice.database_opts"]),
+            log=logging.getLogger("mau.db"),
+        )
+        tables.init(self.db)
+        self.state_store = PgASStateStore(self.db)
+        self.az = AppService(
+            server=config["homeserver.address"],
+            domain=config["homeserver.domain"],
+            verify_ssl=config["homeserver.verify_ssl"],
+            as_token=config["appservice.as_token"],
+            hs_token=config["appservice.hs_token"],
+            bot_localpart=config["appservice.bot.username"],
+            id=config["appservice.id"],
+            state_store=self.state_store,
+            aiohttp_params={"client_max_size": MAX_REQUEST_BODY},
+            ephemeral_events=True,
+            log=logging.getLogger("mau.as"),
+        )
+        # Acknowledge a transaction only once its events are handled, in order; a crash
+        # mid-transaction makes the homeserver deliver it again.
+        self.az.synchronous_handlers = True
+        self.matrix = MatrixHandler(self)
+        self.az.matrix_event_handler(self.matrix.handle_event)
+        ghost = re.escape(config.ghost_localpart("\0")).replace(re.escape("\0"), ".+")
+        self._ghost_mxid = re.compile(f"@{ghost}:{re.escape(config['homeserver.domain'])}")
+        self._prune_task: asyncio.Task[None] | None = None
+
+    def is_ghost(self, user_id: UserID) -> bool:
+        return self._ghost_mxid.fullmatch(user_id) is not None
+
+    async def start(self) -> None:
+        await self._start_database()
+        await self.az.start(
+            host=self.config["appservice.hostname"], port=self.config["appservice.port"]
+        )
+        await self._wait_for_homeserver()
+        await self._prepare_bot()
+        try:
+            await self.az.ping_self()
+        except MatrixRequestError as e:
+            log.error(
+                "The homeserver could not reach the bridge at appservice.address (%s): %s",
+                self.config["appservice.address"],
+                e,
+            )
+        self.az.ready = True
+        self._prune_task = asyncio.create_task(self._prune_history_forever())
+
+    async def stop(self) -> None:
+        if self._prune_task:
+            self._prune_task.cancel()
+        await self.az.stop()
+        await self.db.stop()
+
+    async def _start_database(self) -> None:
+        try:
+            await self.db.start()
+            await self.state_store.upgrade_table.upgrade(self.db)
+        except (TimeoutError, OSError) as e:
+            raise StartupError(f"appservice.database: cannot connect to the database: {e}") from e
+
+    async def _wait_for_homeserver(self) -> None:
+        for attempt in range(1, HOMESERVER_ATTEMPTS + 1):
+            try:
+                whoami = await self.az.intent.whoami()
+            except MUnknownToken as e:
+                raise StartupError(
+                    "appservice.as_token: the homeserver does not know this token; is the "
+                    "registration file listed in its app_service_config_files?"
+                ) from e
+            except (MatrixConnectionError, MatrixRequestError) as e:
+                log.warning(
+                    "Homeserver not reachable at homeserver.address (attempt %d/%d): %s",
+                    attempt,
+                    HOMESERVER_ATTEMPTS,
+                    e,
+                )
+                await asyncio.sleep(min(attempt, 5))
+                continue
+            if whoami.user_id != self.az.bot_mxid:
+                raise StartupError(
+                    f"appservice.bot.username: the homeserver says the bot is {whoami.user_id}"
+                )
+            return
+        raise StartupError("homeserver.address: the homeserver did not answer")
+
+    async def _prepare_bot(self) -> None:
+        intent = self.az.intent
+        await intent.ensure_registered()
+        displayname = self.config["appservice.bot.displayname"]
+        if displayname:
+            await intent.set_displayname(displayname)
+        avatar = self.config["appservice.bot.avatar"]
+        if avatar:
+            await intent.set_avatar_url(avatar)
+        # A device lets the bot receive to-device messages (encryption keys of calls).
+        await intent.create_device_msc4190(
+            self.config["appservice.bot.device_id"], "Conference bridge"
+        )
+
+    async def _prune_history_forever(self) -> None:
+        while True:
+            try:
+                await self.prune_history()
+            except Exception:
+                log.exception("Pruning call history failed")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    async def prune_history(self) -> None:
+        """Apply bridge.history_retention_days and forget old redelivery markers."""
+        now = int(time.time() * 1000)
+        days = self.config["bridge.history_retention_days"]
+        if days:
+            await tables.Call.delete_ended_before(now - days * 24 * 3600 * 1000)
+        await tables.ProcessedEvent.delete_before(now - PROCESSED_EVENT_MAX_AGE_MS)

@@ -1,0 +1,36 @@
+"""Commands about this room's call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ..db import Call, Room
+from .handler import CommandEvent, command_handler
+
+
+def _when(timestamp_ms: int) -> str:
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@command_handler(help_text="Show this room's conference and call")
+async def status(evt: CommandEvent) -> None:
+    room = await Room.get(evt.room_id)
+    if room is None:
+        await evt.reply("This room has no conference yet.")
+        return
+    lines = [f"Conference `{room.conference_id}`."]
+    active = await Call.get_active(evt.room_id)
+    if active is not None:
+        lines.append(
+            f"A call is running since {_when(active.started_at)}, "
+            f"with up to {active.max_participants} participants so far."
+        )
+    else:
+        lines.append("No call is running.")
+        last = await Call.get_last_ended(evt.room_id)
+        if last is not None and last.ended_at is not None:
+            lines.append(
+                f"The last call ended {_when(last.ended_at)} "
+                f"({last.max_participants} participants)."
+            )
+    await evt.reply(" ".join(lines))

@@ -1,0 +1,183 @@
+"""The bridge's YAML configuration: loading, in-place upgrade and validation.
+
+The admin's file is round-tripped with ruamel.yaml on top of the shipped example, so upgrades
+add new keys with their comments and keep every value the admin set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from dataclasses import dataclass
+import re
+
+from mautrix.util.config import BaseFileConfig, ConfigUpdateHelper, RecursiveDict
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from yarl import URL
+
+from . import resources
+from .permissions import PermissionLevel
+
+TOKEN_PLACEHOLDER = "This value is generated when generating the registration"
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One invalid value, named by its dotted key so the admin knows where to look."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class InvalidConfigError(ValueError):
+    """The configuration cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+class Config(BaseFileConfig):
+    """The bridge's config file, upgraded from the shipped ``example-config.yaml``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, base_path="")
+
+    def load_base(self) -> RecursiveDict[CommentedMap] | None:
+        return RecursiveDict(YAML().load(resources.example_config()), CommentedMap)
+
+    def do_update(self, helper: ConfigUpdateHelper) -> None:
+        copy, copy_dict = helper.copy, helper.copy_dict
+        for key in (
+            "homeserver.address",
+            "homeserver.domain",
+            "homeserver.verify_ssl",
+            "appservice.address",
+            "appservice.hostname",
+            "appservice.port",
+            "appservice.database",
+            "appservice.id",
+            "appservice.bot.username",
+            "appservice.bot.displayname",
+            "appservice.bot.avatar",
+            "appservice.bot.device_id",
+            "appservice.ghost_username_template",
+            "appservice.as_token",
+            "appservice.hs_token",
+            "bridge.command_prefix",
+            "bridge.history_retention_days",
+        ):
+            copy(key)
+        copy_dict("appservice.database_opts")
+        copy_dict("bridge.permissions")
+        copy_dict("logging", override_existing_map=True)
+
+    @property
+    def registered(self) -> bool:
+        """Whether registration tokens have been generated into this config."""
+        return TOKEN_PLACEHOLDER not in (self["appservice.as_token"], self["appservice.hs_token"])
+
+    @property
+    def bot_mxid(self) -> str:
+        return f"@{self['appservice.bot.username']}:{self['homeserver.domain']}"
+
+    def ghost_localpart(self, name: str) -> str:
+        return str(self["appservice.ghost_username_template"]).format(name=name)
+
+    def permissions(self) -> dict[str, PermissionLevel]:
+        return {str(k): PermissionLevel(v) for k, v in self["bridge.permissions"].items()}
+
+    def problems(self, *, need_tokens: bool = True) -> list[ConfigProblem]:
+        """Every invalid value, each naming its key. Empty when the config is usable."""
+        found: list[ConfigProblem] = []
+
+        def check(ok: bool, key: str, message: str) -> None:
+            if not ok:
+                found.append(ConfigProblem(key, message))
+
+        domain = self.get("homeserver.domain", "")
+        check(
+            domain != "example.com",
+            "homeserver.domain",
+            "still the example value 'example.com': set your homeserver's server name",
+        )
+        check(
+            isinstance(domain, str) and bool(_SERVER_NAME.match(domain)),
+            "homeserver.domain",
+            f"{domain!r} is not a server name",
+        )
+        for key in ("homeserver.address", "appservice.address"):
+            check(_is_http_url(self.get(key, None)), key, "must be an http:// or https:// URL")
+        check(_is_port(self.get("appservice.port", None)), "appservice.port", "must be 1-65535")
+        database = str(self.get("appservice.database", ""))
+        check(
+            database.startswith(("sqlite:", "postgres://", "postgresql://")),
+            "appservice.database",
+            "must start with sqlite: or postgres://",
+        )
+        for key in ("appservice.id", "appservice.bot.username", "appservice.bot.device_id"):
+            check(bool(str(self.get(key, "")).strip()), key, "must not be empty")
+        template = str(self.get("appservice.ghost_username_template", ""))
+        check(
+            "{name}" in template and template.replace("{name}", "") != "",
+            "appservice.ghost_username_template",
+            "must contain {name} and a fixed part, e.g. _conference_{name}",
+        )
+        check(
+            bool(str(self.get("bridge.command_prefix", "")).strip()),
+            "bridge.command_prefix",
+            "must not be empty",
+        )
+        retention = self.get("bridge.history_retention_days", None)
+        check(
+            isinstance(retention, int) and retention >= 0,
+            "bridge.history_retention_days",
+            "must be a whole number of days (0 keeps history forever)",
+        )
+        found.extend(_permission_problems(self.get("bridge.permissions", None)))
+        if need_tokens:
+            check(
+                self.registered,
+                "appservice.as_token",
+                "no registration yet: run with --generate-registration first",
+            )
+        return found
+
+    def validate(self, *, need_tokens: bool = True) -> None:
+        problems = self.problems(need_tokens=need_tokens)
+        if problems:
+            raise InvalidConfigError(problems)
+
+
+def _is_http_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        url = URL(value)
+    except ValueError:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def _permission_problems(permissions: Any) -> list[ConfigProblem]:
+    if not isinstance(permissions, dict) or not permissions:
+        return [ConfigProblem("bridge.permissions", "must map user IDs or server names to levels")]
+    levels = ", ".join(level.value for level in PermissionLevel)
+    found = []
+    for subject, level in permissions.items():
+        key = f"bridge.permissions.{subject}"
+        subject = str(subject)
+        if not (subject == "*" or _USER_ID.match(subject) or _SERVER_NAME.match(subject)):
+            found.append(ConfigProblem(key, "not a user ID, server name or '*'"))
+        if level not in {lvl.value for lvl in PermissionLevel}:
+            found.append(ConfigProblem(key, f"unknown level {level!r}; use one of {levels}"))
+    return found

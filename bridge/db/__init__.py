@@ -1,0 +1,17 @@
+"""The bridge's persistent state: one module per table, queries beside their rows."""
+
+from __future__ import annotations
+
+from mautrix.util.async_db import Database
+
+from .call import Call
+from .processed_event import ProcessedEvent
+from .room import Room
+from .upgrade import build_upgrade_table
+
+__all__ = ["Call", "ProcessedEvent", "Room", "build_upgrade_table", "init"]
+
+
+def init(db: Database) -> None:
+    for table in (Call, ProcessedEvent, Room):
+        table.db = db

@@ -1,0 +1,64 @@
+"""Shared fixtures: a PostgreSQL database per test, a real Synapse with the bridge registered."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from .support.bridge_process import BridgeProcess
+from .support.postgres import fresh_database
+from .support.synapse import SERVER_NAME, MatrixUser, Synapse
+
+# Who the test bridge serves: everyone on the test server, except mallory.
+PERMISSIONS = {
+    SERVER_NAME: "user",
+    f"@admin:{SERVER_NAME}": "admin",
+    f"@mallory:{SERVER_NAME}": "none",
+}
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The same test on the embedded default and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'bridge.db'}"
+    else:
+        async with fresh_database() as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def homeserver(tmp_path_factory: pytest.TempPathFactory) -> Synapse:
+    """Synapse, not started yet: its address must go into the bridge config first."""
+    return Synapse(tmp_path_factory.mktemp("synapse"))
+
+
+@pytest.fixture(scope="session")
+def bridge_home(tmp_path_factory: pytest.TempPathFactory, homeserver: Synapse) -> BridgeProcess:
+    """A bridge configured and registered through its CLI, exactly as the README says."""
+    bridge = BridgeProcess(tmp_path_factory.mktemp("bridge"), homeserver.base_url, SERVER_NAME)
+    bridge.configure(PERMISSIONS)
+    return bridge
+
+
+@pytest.fixture(scope="session")
+def synapse(homeserver: Synapse, bridge_home: BridgeProcess) -> Iterator[Synapse]:
+    """The homeserver running with the bridge's generated registration installed."""
+    homeserver.start(appservice_files=[bridge_home.registration_path])
+    try:
+        yield homeserver
+    finally:
+        homeserver.stop()
+
+
+@pytest.fixture(scope="session")
+def users(synapse: Synapse) -> dict[str, MatrixUser]:
+    return {name: synapse.register_user(name) for name in ("alice", "bob", "mallory")}

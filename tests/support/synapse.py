@@ -1,0 +1,203 @@
+"""A real Synapse homeserver on loopback for integration tests.
+
+Synapse comes from PyPI (the ``test`` extra). The config is written directly (generating one
+costs seconds), binds 127.0.0.1 only, and makes no outbound connections: no key servers, no
+federation, no stats. Rate limits are lifted so that tests are not throttled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from ruamel.yaml import YAML
+
+from .ports import free_port
+
+SERVER_NAME = "localhost"
+START_TIMEOUT_S = 60.0
+_UNLIMITED = {"per_second": 100000, "burst_count": 1000000}
+_RATE_LIMITS = (
+    "rc_message",
+    "rc_registration",
+    "rc_3pid_validation",
+    "rc_admin_redaction",
+    "rc_key_requests",
+    "rc_room_creation",
+    "rc_delayed_event_mgmt",
+    "rc_media_create",
+    "rc_reports",
+    "rc_user_directory",
+    "rc_profile",
+    "rc_joins_per_room",
+)
+
+
+@dataclass(frozen=True)
+class MatrixUser:
+    user_id: str
+    access_token: str
+    device_id: str
+
+
+class Synapse:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.appservice_files: list[Path] = []
+        self._secret = secrets.token_hex(16)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "homeserver.log"
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        seed = base64.b64encode(os.urandom(32)).decode().rstrip("=")
+        (self.workdir / "signing.key").write_text(f"ed25519 a_test {seed}\n")
+        log_config = {
+            "version": 1,
+            "formatters": {"f": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+            "handlers": {
+                "file": {
+                    "class": "logging.FileHandler",
+                    "formatter": "f",
+                    "filename": str(self.log_path),
+                }
+            },
+            "root": {"level": "INFO", "handlers": ["file"]},
+            "disable_existing_loggers": False,
+        }
+        config = {
+            "server_name": SERVER_NAME,
+            "pid_file": str(self.workdir / "homeserver.pid"),
+            "listeners": [
+                {
+                    "port": self.port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": False,
+                    "x_forwarded": False,
+                    "resources": [{"names": ["client", "openid"], "compress": False}],
+                }
+            ],
+            "database": {
+                "name": "sqlite3",
+                "args": {"database": str(self.workdir / "homeserver.db")},
+            },
+            "log_config": str(self.workdir / "log.yaml"),
+            "media_store_path": str(self.workdir / "media"),
+            "signing_key_path": str(self.workdir / "signing.key"),
+            "registration_shared_secret": self._secret,
+            "macaroon_secret_key": secrets.token_hex(16),
+            "form_secret": secrets.token_hex(16),
+            "report_stats": False,
+            "enable_registration": False,
+            "bcrypt_rounds": 4,
+            "trusted_key_servers": [],
+            "suppress_key_server_warning": True,
+            "federation_domain_whitelist": [],
+            "url_preview_enabled": False,
+            "app_service_config_files": [str(path) for path in self.appservice_files],
+            "experimental_features": {
+                "msc2409_to_device_messages_enabled": True,
+                "msc3202_transaction_extensions": True,
+            },
+            "rc_login": {
+                "address": _UNLIMITED,
+                "account": _UNLIMITED,
+                "failed_attempts": _UNLIMITED,
+            },
+            "rc_joins": {"local": _UNLIMITED, "remote": _UNLIMITED},
+            "rc_invites": {
+                "per_room": _UNLIMITED,
+                "per_user": _UNLIMITED,
+                "per_issuer": _UNLIMITED,
+            },
+            "rc_presence": {"per_user": _UNLIMITED},
+            **{key: _UNLIMITED for key in _RATE_LIMITS},
+        }
+        yaml = YAML()
+        with open(self.workdir / "log.yaml", "w") as stream:
+            yaml.dump(log_config, stream)
+        path = self.workdir / "homeserver.yaml"
+        with open(path, "w") as stream:
+            yaml.dump(config, stream)
+        return path
+
+    def start(self, appservice_files: list[Path]) -> None:
+        self.appservice_files = appservice_files
+        config_path = self.write_config()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],
+            cwd=self.workdir,
+            stdout=open(self.workdir / "stdout.log", "wb"),  # noqa: SIM115 - lives with the process
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"Synapse exited early; see {self.workdir / 'stdout.log'}")
+            try:
+                self.request("GET", "/_matrix/client/versions")
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"Synapse did not answer within {START_TIMEOUT_S} s")
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()
+        self._process = None
+
+    def request(
+        self, method: str, path: str, body: dict | None = None, token: str | None = None
+    ) -> dict:
+        """A blocking client-server API call; raises urllib.error.HTTPError on errors."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"{}")
+
+    def register_user(self, localpart: str, *, admin: bool = False) -> MatrixUser:
+        """Create a user with the shared-secret admin API and return its login."""
+        nonce = self.request("GET", "/_synapse/admin/v1/register")["nonce"]
+        password = secrets.token_hex(8)
+        mac = hmac.new(self._secret.encode(), digestmod=hashlib.sha1)
+        mac.update(f"{nonce}\0{localpart}\0{password}\0{'admin' if admin else 'notadmin'}".encode())
+        result = self.request(
+            "POST",
+            "/_synapse/admin/v1/register",
+            {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": mac.hexdigest(),
+            },
+        )
+        return MatrixUser(result["user_id"], result["access_token"], result["device_id"])

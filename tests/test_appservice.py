@@ -1,0 +1,189 @@
+"""The bridge against a real Synapse: registration, invites, commands, restarts."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+import re
+
+import aiohttp
+from mautrix.client import ClientAPI
+from mautrix.types import (
+    EventID,
+    Format,
+    Membership,
+    MessageEvent,
+    MessageType,
+    RoomID,
+    UserID,
+)
+import pytest
+from ruamel.yaml import YAML
+
+from .support.bridge_process import BridgeProcess
+from .support.matrix_client import (
+    matrix_client,
+    membership_of,
+    messages_from,
+    wait_for_membership,
+    wait_for_message,
+)
+from .support.postgres import fresh_database
+from .support.synapse import SERVER_NAME, MatrixUser, Synapse
+
+BOT = UserID(f"@callbot:{SERVER_NAME}")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+async def bridge(
+    request: pytest.FixtureRequest,
+    bridge_home: BridgeProcess,
+    synapse: Synapse,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[BridgeProcess]:
+    """The bridge process, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        bridge_home.use_database(f"sqlite:{tmp_path_factory.mktemp('db') / 'bridge.db'}")
+        bridge_home.start()
+        yield bridge_home
+        assert bridge_home.stop() == 0
+    else:
+        async with fresh_database() as url:
+            bridge_home.use_database(url)
+            bridge_home.start()
+            yield bridge_home
+            assert bridge_home.stop() == 0
+
+
+@pytest.fixture
+async def alice(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
+    async with matrix_client(users["alice"], synapse.base_url) as client:
+        yield client
+
+
+def replies_to(event_id: EventID):  # type: ignore[no-untyped-def]
+    def matches(event: MessageEvent) -> bool:
+        relates = event.content.relates_to
+        return bool(relates and relates.in_reply_to and relates.in_reply_to.event_id == event_id)
+
+    return matches
+
+
+async def room_with_bot(client: ClientAPI) -> RoomID:
+    room_id = await client.create_room(invitees=[BOT])
+    await wait_for_membership(client, room_id, BOT, Membership.JOIN)
+    return room_id
+
+
+async def command(client: ClientAPI, room_id: RoomID, text: str) -> MessageEvent:
+    """Send a command and return the bot's reply to it."""
+    event_id = await client.send_text(room_id, text)
+    return await wait_for_message(client, room_id, BOT, replies_to(event_id))
+
+
+def test_registration_is_accepted_by_synapse(bridge_home: BridgeProcess, synapse: Synapse) -> None:
+    registration = YAML().load(bridge_home.registration_path.read_text())
+    assert registration["org.matrix.msc3202"] is True
+    assert registration["receive_ephemeral"] is True
+    assert all(ns["exclusive"] for ns in registration["namespaces"]["users"])
+    whoami = synapse.request(
+        "GET", "/_matrix/client/v3/account/whoami", token=registration["as_token"]
+    )
+    assert whoami["user_id"] == BOT
+
+
+async def test_homeserver_reaches_the_bridge(bridge: BridgeProcess, synapse: Synapse) -> None:
+    registration = YAML().load(bridge.registration_path.read_text())
+    response = synapse.request(
+        "POST",
+        f"/_matrix/client/v1/appservice/{registration['id']}/ping",
+        {},
+        token=registration["as_token"],
+    )
+    assert "duration_ms" in response
+
+
+async def test_invited_bot_joins_and_answers_help(bridge: BridgeProcess, alice: ClientAPI) -> None:
+    room_id = await room_with_bot(alice)
+    welcome = await wait_for_message(alice, room_id, BOT, lambda e: "help" in e.content.body)
+    assert welcome.content.msgtype == MessageType.NOTICE
+
+    reply = await command(alice, room_id, "!call help")
+    assert reply.content.msgtype == MessageType.NOTICE
+    assert reply.content.format == Format.HTML
+    for name in ("help", "status", "version"):
+        assert f"<code>!call {name}" in reply.content.formatted_body
+
+
+async def test_unknown_commands_and_bad_arguments_get_helpful_replies(
+    bridge: BridgeProcess, alice: ClientAPI
+) -> None:
+    room_id = await room_with_bot(alice)
+    typo = await command(alice, room_id, "!call stauts")
+    assert "Unknown command" in typo.content.body
+    assert "!call status" in typo.content.body
+    quoting = await command(alice, room_id, '!call help "unclosed')
+    assert "Could not read the command" in quoting.content.body
+    no_such = await command(alice, room_id, "!call help nonsense")
+    assert "no command `nonsense`" in no_such.content.body
+    version = await command(alice, room_id, "!call version")
+    assert "matrix-conference-bridge" in version.content.body
+
+
+async def test_user_without_permission_is_declined(
+    bridge: BridgeProcess, users: dict[str, MatrixUser], synapse: Synapse
+) -> None:
+    async with matrix_client(users["mallory"], synapse.base_url) as mallory:
+        room_id = await mallory.create_room(invitees=[BOT])
+        await wait_for_membership(mallory, room_id, BOT, Membership.LEAVE)
+        state = await mallory.get_state_event(room_id, "m.room.member", BOT)  # type: ignore[arg-type]
+        assert "not available to you" in state.reason  # type: ignore[union-attr]
+
+
+async def test_room_mapping_survives_restart_and_commands_run_once(
+    bridge: BridgeProcess, alice: ClientAPI
+) -> None:
+    room_id = await room_with_bot(alice)
+    first = await command(alice, room_id, "!call status")
+    conference = re.search(r"Conference `([0-9a-f]+)`", first.content.body)
+    assert conference, first.content.body
+    assert "No call is running" in first.content.body
+
+    assert bridge.stop() == 0
+    bridge.start()
+
+    second = await command(alice, room_id, "!call status")
+    assert f"Conference `{conference.group(1)}`" in second.content.body
+    replies = await messages_from(alice, room_id, BOT)
+    first_command = first.content.relates_to.in_reply_to.event_id
+    assert len([e for e in replies if replies_to(first_command)(e)]) == 1
+
+
+async def test_redelivered_transaction_changes_nothing(
+    bridge: BridgeProcess, alice: ClientAPI, synapse: Synapse
+) -> None:
+    """After a restart the in-memory transaction set is gone; events must still run once."""
+    room_id = await room_with_bot(alice)
+    reply = await command(alice, room_id, "!call version")
+    command_id = reply.content.relates_to.in_reply_to.event_id
+    raw_event = synapse.request(
+        "GET", f"/_matrix/client/v3/rooms/{room_id}/event/{command_id}", token=alice.api.token
+    )
+    hs_token = YAML().load(bridge.config_path.read_text())["appservice"]["hs_token"]
+    async with aiohttp.ClientSession() as session:
+        for txn_id in ("redelivery-1", "redelivery-1", "redelivery-2"):
+            async with session.put(
+                f"{bridge.url}/_matrix/app/v1/transactions/{txn_id}",
+                json={"events": [raw_event]},
+                headers={"Authorization": f"Bearer {hs_token}"},
+            ) as response:
+                assert response.status == 200
+        async with session.put(
+            f"{bridge.url}/_matrix/app/v1/transactions/forged",
+            json={"events": [raw_event]},
+            headers={"Authorization": "Bearer wrong"},
+        ) as response:
+            assert response.status == 401
+    # Handlers run before the transaction is acknowledged, so any second reply exists by now.
+    replies = [e for e in await messages_from(alice, room_id, BOT) if replies_to(command_id)(e)]
+    assert len(replies) == 1
+    assert await membership_of(alice, room_id, BOT) == Membership.JOIN
