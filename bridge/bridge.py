@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -62,16 +63,19 @@ class Bridge:
         self.az.matrix_event_handler(self.matrix.handle_event)
         ghost = re.escape(config.ghost_localpart("\0")).replace(re.escape("\0"), ".+")
         self._ghost_mxid = re.compile(f"@{ghost}:{re.escape(config['homeserver.domain'])}")
-        self._prune_task: asyncio.Task[None] | None = None
+        self._running = contextlib.AsyncExitStack()
 
     def is_ghost(self, user_id: UserID) -> bool:
         return self._ghost_mxid.fullmatch(user_id) is not None
 
     async def start(self) -> None:
+        """Start every part; each one started is registered for :meth:`stop`, in reverse."""
         await self._start_database()
+        self._running.push_async_callback(self.db.stop)
         await self.az.start(
             host=self.config["appservice.hostname"], port=self.config["appservice.port"]
         )
+        self._running.push_async_callback(self.az.stop)
         await self._wait_for_homeserver()
         await self._prepare_bot()
         try:
@@ -83,20 +87,25 @@ class Bridge:
                 e,
             )
         self.az.ready = True
-        self._prune_task = asyncio.create_task(self._prune_history_forever())
+        prune_task = asyncio.create_task(self._prune_history_forever())
+        self._running.callback(prune_task.cancel)
 
     async def stop(self) -> None:
-        if self._prune_task:
-            self._prune_task.cancel()
-        await self.az.stop()
-        await self.db.stop()
+        """Stop whatever :meth:`start` got to; safe after a failed start."""
+        await self._running.aclose()
 
     async def _start_database(self) -> None:
         try:
             await self.db.start()
             await self.state_store.upgrade_table.upgrade(self.db)
-        except (TimeoutError, OSError) as e:
-            raise StartupError(f"appservice.database: cannot connect to the database: {e}") from e
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                await self.db.stop()  # a half-started SQLite worker thread blocks exit
+            if isinstance(e, (OSError, asyncio.TimeoutError)):
+                raise StartupError(
+                    f"appservice.database: cannot connect to the database: {e}"
+                ) from e
+            raise
 
     async def _wait_for_homeserver(self) -> None:
         for attempt in range(1, HOMESERVER_ATTEMPTS + 1):

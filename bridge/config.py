@@ -52,7 +52,7 @@ class Config(BaseFileConfig):
         return RecursiveDict(YAML().load(resources.example_config()), CommentedMap)
 
     def do_update(self, helper: ConfigUpdateHelper) -> None:
-        copy, copy_dict = helper.copy, helper.copy_dict
+        copy = helper.copy
         for key in (
             "homeserver.address",
             "homeserver.domain",
@@ -73,9 +73,8 @@ class Config(BaseFileConfig):
             "bridge.history_retention_days",
         ):
             copy(key)
-        copy_dict("appservice.database_opts")
-        copy_dict("bridge.permissions")
-        copy_dict("logging", override_existing_map=True)
+        for key in ("appservice.database_opts", "bridge.permissions", "logging"):
+            _copy_map(helper, key)
 
     @property
     def registered(self) -> bool:
@@ -152,6 +151,22 @@ class Config(BaseFileConfig):
         problems = self.problems(need_tokens=need_tokens)
         if problems:
             raise InvalidConfigError(problems)
+
+
+def _copy_map(helper: ConfigUpdateHelper, key: str) -> None:
+    """Replace a map of the base with the admin's, keeping the base's trailing comment.
+
+    ruamel.yaml stores the comment above the key *after* a map on that map's last item, so a
+    plain replacement would drop the next key's comment from the upgraded file.
+    """
+    if key not in helper.source:
+        return
+    base_map = helper.base[key]
+    trailing = base_map.ca.items.get(next(reversed(base_map)), None) if base_map else None
+    replacement = CommentedMap(helper.source[key].items())
+    if trailing is not None and replacement:
+        replacement.ca.items[next(reversed(replacement))] = trailing
+    helper.base[key] = replacement
 
 
 def _is_http_url(value: Any) -> bool:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 import re
 
-import aiohttp
 from mautrix.client import ClientAPI
 from mautrix.types import (
     EventID,
@@ -16,8 +15,9 @@ from mautrix.types import (
     RoomID,
     UserID,
 )
-import pytest
 from ruamel.yaml import YAML
+import aiohttp
+import pytest
 
 from .support.bridge_process import BridgeProcess
 from .support.matrix_client import (

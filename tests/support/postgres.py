@@ -7,13 +7,13 @@ never a reason to skip them.
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 import os
 import uuid
 
-import asyncpg
 from yarl import URL
+import asyncpg
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 

@@ -188,7 +188,9 @@ class Synapse:
         nonce = self.request("GET", "/_synapse/admin/v1/register")["nonce"]
         password = secrets.token_hex(8)
         mac = hmac.new(self._secret.encode(), digestmod=hashlib.sha1)
-        mac.update(f"{nonce}\0{localpart}\0{password}\0{'admin' if admin else 'notadmin'}".encode())
+        mac.update(
+            f"{nonce}\0{localpart}\0{password}\0{'admin' if admin else 'notadmin'}".encode()
+        )
         result = self.request(
             "POST",
             "/_synapse/admin/v1/register",

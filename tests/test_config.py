@@ -1,0 +1,131 @@
+"""Config upgrade in place, validation that names the key, and the CLI's failure exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import sqlite3
+
+from ruamel.yaml import YAML
+
+from bridge import resources
+from bridge.config import Config
+from bridge.db.upgrade import VERSION_TABLE
+
+from .support.bridge_process import edit_config, run_cli
+
+
+def write_old_config(path: Path) -> None:
+    """An admin's config from an older release: one key missing, values of their own."""
+    text = resources.example_config()
+    text = text.replace(
+        "    # How many days of call history are kept; 0 keeps it forever.\n"
+        "    history_retention_days: 365\n",
+        "",
+    )
+    assert "history_retention_days" not in text
+    path.write_text(text)
+    edit_config(
+        path,
+        {
+            "homeserver.domain": "example.org",
+            "appservice.port": 31000,
+            "bridge.permissions": {"example.org": "admin", "@eve:elsewhere.net": "none"},
+        },
+    )
+
+
+def test_upgrade_keeps_values_and_adds_new_keys_with_comments(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    write_old_config(path)
+    config = Config(str(path))
+    config.load()
+    config.update(save=True)
+
+    text = path.read_text()
+    assert "# How many days of call history are kept; 0 keeps it forever.\n" in text
+    reloaded = YAML().load(text)
+    assert reloaded["bridge"]["history_retention_days"] == 365
+    assert reloaded["homeserver"]["domain"] == "example.org"
+    assert reloaded["appservice"]["port"] == 31000
+    assert dict(reloaded["bridge"]["permissions"]) == {
+        "example.org": "admin",
+        "@eve:elsewhere.net": "none",
+    }
+    # Comments of keys that follow a replaced map survive too.
+    assert "    # The registration ID; must be unique" in text
+    assert "    # How many days of call history" in text
+
+
+def test_validation_names_every_bad_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(resources.example_config())
+    edit_config(
+        path,
+        {
+            "appservice.port": 70000,
+            "appservice.database": "mysql://nope",
+            "homeserver.address": "localhost:8008",
+            "bridge.permissions": {"example.org": "superuser", "not a server": "user"},
+        },
+    )
+    config = Config(str(path))
+    config.load()
+    keys = {problem.key for problem in config.problems()}
+    assert keys == {
+        "homeserver.domain",
+        "homeserver.address",
+        "appservice.port",
+        "appservice.database",
+        "appservice.as_token",
+        "bridge.permissions.example.org",
+        "bridge.permissions.not a server",
+    }
+
+
+def test_first_run_writes_config_and_exits_non_zero(tmp_path: Path) -> None:
+    result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Wrote a new config to config.yaml" in result.stderr
+    assert (tmp_path / "config.yaml").read_text() == resources.example_config()
+
+
+def test_bad_config_exits_with_the_key(tmp_path: Path) -> None:
+    run_cli("-c", "config.yaml", cwd=tmp_path)
+    edit_config(
+        tmp_path / "config.yaml", {"homeserver.domain": "example.org", "appservice.port": 0}
+    )
+    result = run_cli("-g", "-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 11
+    assert "appservice.port: must be 1-65535" in result.stderr
+    assert not (tmp_path / "registration.yaml").exists()
+
+    edit_config(tmp_path / "config.yaml", {"appservice.port": 29333})
+    result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 11
+    assert "appservice.as_token: no registration yet" in result.stderr
+
+
+def registered_config(tmp_path: Path, database: str) -> None:
+    run_cli("-c", "config.yaml", cwd=tmp_path)
+    edit_config(
+        tmp_path / "config.yaml",
+        {"homeserver.domain": "example.org", "appservice.database": database},
+    )
+    assert run_cli("-g", "-c", "config.yaml", cwd=tmp_path).returncode == 0
+
+
+def test_unreachable_database_exits_with_the_key(tmp_path: Path) -> None:
+    registered_config(tmp_path, "postgres://postgres@127.0.0.1:1/nothing")
+    result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 13
+    assert "appservice.database: cannot connect to the database" in result.stderr
+
+
+def test_database_newer_than_the_bridge_is_refused(tmp_path: Path) -> None:
+    registered_config(tmp_path, "sqlite:bridge.db")
+    with sqlite3.connect(tmp_path / "bridge.db") as conn:
+        conn.execute(f"CREATE TABLE {VERSION_TABLE} (version INTEGER PRIMARY KEY)")
+        conn.execute(f"INSERT INTO {VERSION_TABLE} VALUES (999)")
+    result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 13
+    assert "appservice.database: Unsupported bridge database schema version v999" in result.stderr
