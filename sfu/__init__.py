@@ -1,0 +1,56 @@
+"""The media plane: an SFU that forwards RTP without decoding, on aiortc transports.
+
+Knows nothing about Matrix, HTTP or databases. Adapters create conferences on an :class:`SFU`,
+add participants with transports, feed them SDP/ICE and receive :mod:`sfu.events`.
+"""
+
+from __future__ import annotations
+
+from .aiortc_seams import SeamError
+from .conference import Conference
+from .config import IceServer, MediaSettings
+from .events import (
+    Event,
+    EventHandler,
+    KeyframeRequested,
+    NegotiationNeeded,
+    ParticipantState,
+    ParticipantStateChanged,
+    SpeakerLevel,
+    SpeakersChanged,
+    TrackInfo,
+    TrackKind,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
+)
+from .participant import Participant
+from .server import SFU
+from .subscription import Subscription
+from .transport import LocalCandidate, Transport, TransportRole
+
+__all__ = [
+    "SFU",
+    "Conference",
+    "Event",
+    "EventHandler",
+    "IceServer",
+    "KeyframeRequested",
+    "LocalCandidate",
+    "MediaSettings",
+    "NegotiationNeeded",
+    "Participant",
+    "ParticipantState",
+    "ParticipantStateChanged",
+    "SeamError",
+    "SpeakerLevel",
+    "SpeakersChanged",
+    "Subscription",
+    "TrackInfo",
+    "TrackKind",
+    "TrackMuted",
+    "TrackPublished",
+    "TrackUnpublished",
+    "Transport",
+    "TransportRole",
+]

@@ -1,0 +1,408 @@
+"""Every use of aiortc, aioice and pylibsrtp private internals, in one place.
+
+aiortc is an endpoint stack: it decodes what it receives and encodes what it sends. The SFU
+keeps it for ICE, DTLS-SRTP keying, SDP and RTCP scaffolding, and takes over the RTP plane at
+a few private seams (measured in ``reference/aiortc-sfu.md`` §1):
+
+* receive: ``RTCDtlsTransport._handle_rtp_data`` / ``_handle_rtcp_data`` (decrypted bytes);
+* send: libsrtp ``srtp_protect`` on pylibsrtp's session, then ``sendto`` on the nominated
+  aioice pair's socket (the ``rawfast`` path, ~15 µs per forwarded packet);
+* RTCP towards publishers (RR statistics, NACK, PLI) through the idle ``RTCRtpReceiver``;
+* SDP details aiortc does not expose: negotiated codecs/extensions, per-sender msid;
+* ICE host candidates (bind addresses, public IP, port range) and consent timing in aioice.
+
+Tested with aiortc 1.16.0 (aioice 0.13.0, pylibsrtp 1.0.0); the seams used here have kept their
+signatures since aiortc 1.0. :func:`self_test` runs at SFU start-up and raises
+:class:`SeamError` if any of them is missing, so an aiortc upgrade fails loudly instead of
+forwarding nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtcpSrPacket, RtpPacket
+from pylibsrtp._binding import ffi, lib
+import aioice.ice
+import aioice.turn
+import aiortc
+import pylibsrtp
+
+from .config import MediaSettings
+
+logger = logging.getLogger(__name__)
+
+TESTED_AIORTC = ((1, 14), (1, 17))
+"""Half-open range of aiortc minor versions the seams are known to work with."""
+
+_MAX_PACKET = 1500
+_TX = ffi.new("unsigned char[]", _MAX_PACKET + 256)
+TX_BUFFER: memoryview = memoryview(ffi.buffer(_TX))
+"""The one buffer outgoing RTP is written into before :meth:`RtpOutput.send` (single thread)."""
+_TX_LEN = ffi.new("int *")
+
+
+class SeamError(RuntimeError):
+    """An aiortc internal the SFU depends on is missing or changed."""
+
+
+def _private(obj: object) -> Any:
+    """Private attributes are outside the libraries' typed API: access them untyped."""
+    return obj
+
+
+# --------------------------------------------------------------------------- start-up checks
+
+
+def _require(obj: object, names: Iterable[str], what: str) -> None:
+    missing = [name for name in names if not hasattr(obj, name)]
+    if missing:
+        raise SeamError(f"aiortc {aiortc.__version__}: {what} lacks {', '.join(missing)}")
+
+
+def _require_params(func: Callable[..., Any], params: list[str], what: str) -> None:
+    found = list(inspect.signature(func).parameters)
+    if found[: len(params)] != params:
+        raise SeamError(f"aiortc {aiortc.__version__}: {what}{tuple(found)}, expected {params}")
+
+
+async def self_test() -> None:
+    """Check every private seam on a throw-away peer connection; raise :class:`SeamError`."""
+    version = tuple(int(part) for part in aiortc.__version__.split(".")[:2])
+    if not TESTED_AIORTC[0] <= version < TESTED_AIORTC[1]:
+        logger.warning("aiortc %s is outside the tested range", aiortc.__version__)
+    _require(aioice.ice, ["CONSENT_INTERVAL", "CONSENT_FAILURES", "StunProtocol"], "aioice.ice")
+    _require(lib, ["srtp_protect"], "pylibsrtp binding")
+    _require(pylibsrtp.Session, ["protect"], "pylibsrtp.Session")
+    pc = RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("video", direction="sendonly")
+        sender, receiver = transceiver.sender, transceiver.receiver
+        dtls: Any = sender.transport
+        _require(
+            transceiver, ["_codecs", "_headerExtensions", "_offerDirection"], "RTCRtpTransceiver"
+        )
+        _require(sender, ["_ssrc", "_stream_id", "_track_id", "_send_rtcp"], "RTCRtpSender")
+        _require(
+            receiver,
+            ["_send_rtcp_pli", "_send_rtcp_nack", "_RTCRtpReceiver__remote_streams",
+             "_RTCRtpReceiver__rtx_ssrc"],
+            "RTCRtpReceiver",
+        )
+        _require(
+            dtls,
+            ["_handle_rtp_data", "_handle_rtcp_data", "_send_rtp", "_rtp_router",
+             "_rtp_header_extensions_map", "_tx_srtp"],
+            "RTCDtlsTransport",
+        )
+        _require(dtls._rtp_router, ["route_rtp", "route_rtcp", "mid_table"], "RtpRouter")
+        _require(dtls.transport, ["_connection"], "RTCIceTransport")
+        connection = _private(dtls.transport.iceGatherer)._connection
+        _require(connection, ["_protocols", "_nominated", "stun_server"], "aioice.Connection")
+        _require_params(dtls._handle_rtp_data, ["data", "arrival_time_ms"], "_handle_rtp_data")
+        _require_params(dtls._handle_rtcp_data, ["data"], "_handle_rtcp_data")
+        _require_params(sender._send_rtcp, ["packets"], "RTCRtpSender._send_rtcp")
+        _require_params(receiver._send_rtcp_nack, ["media_ssrc", "lost"], "_send_rtcp_nack")
+        _require_params(
+            connection.get_component_candidates,
+            ["component", "addresses", "timeout"],
+            "Connection.get_component_candidates",
+        )
+    finally:
+        await pc.close()
+
+
+# --------------------------------------------------------------------------- ICE
+
+
+def configure_consent(settings: MediaSettings) -> None:
+    """Set RFC 7675 consent timing. Process-wide: aioice keeps it in module constants."""
+    ice = _private(aioice.ice)
+    ice.CONSENT_INTERVAL = settings.ice_consent_interval
+    ice.CONSENT_FAILURES = settings.ice_consent_failures
+
+
+def prepare_ice(pc: RTCPeerConnection, settings: MediaSettings) -> None:
+    """Make the not-yet-gathered ICE gatherers of ``pc`` obey the bind/port/IP settings.
+
+    Call before each ``setLocalDescription``: aiortc gathers there. Without such settings
+    aioice's own gathering is left alone.
+    """
+    if not (settings.bind_addresses or settings.public_ip or settings.udp_port_min):
+        return
+    gatherers = {t.sender.transport.transport.iceGatherer for t in pc.getTransceivers()}
+    if pc.sctp is not None:
+        gatherers.add(pc.sctp.transport.transport.iceGatherer)
+    for gatherer in gatherers:
+        connection = _private(gatherer)._connection
+        if gatherer.state == "new" and not getattr(connection, "_sfu_prepared", False):
+            connection._sfu_prepared = True
+            connection.get_component_candidates = _host_gathering(connection, settings)
+
+
+def _host_gathering(
+    connection: Any, settings: MediaSettings
+) -> Callable[..., Awaitable[list[Candidate]]]:
+    """A replacement for ``Connection.get_component_candidates`` that binds host candidates
+    where the admin wants them; STUN/TURN candidates are still gathered by aioice."""
+    original = connection.get_component_candidates
+
+    async def get_component_candidates(
+        component: int, addresses: list[str], timeout: int = 5
+    ) -> list[Candidate]:
+        loop = asyncio.get_running_loop()
+        candidates: list[Candidate] = []
+        tasks = []
+        for address in settings.bind_addresses or addresses:
+            try:
+                transport, protocol = await _bind_udp(
+                    loop, lambda: aioice.ice.StunProtocol(connection), address, settings
+                )
+            except OSError as exc:
+                logger.warning("cannot bind UDP on %s: %s", address, exc)
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(
+                    aioice.ice.socket.SOL_SOCKET,
+                    aioice.ice.socket.SO_RCVBUF,
+                    aioice.turn.UDP_SOCKET_BUFFER_SIZE,
+                )
+            bound_host, port = transport.get_extra_info("sockname")[:2]
+            host = settings.public_ip or bound_host
+            protocol.local_candidate = Candidate(
+                foundation=candidate_foundation("host", "udp", host),
+                component=component,
+                transport="udp",
+                priority=candidate_priority(component, "host"),
+                host=host,
+                port=port,
+                type="host",
+            )
+            candidates.append(protocol.local_candidate)
+            connection._protocols.append(protocol)
+            if connection.stun_server and ":" not in bound_host and not settings.public_ip:
+                tasks.append(
+                    aioice.ice.server_reflexive_candidate(protocol, connection.stun_server)
+                )
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Candidate):
+                candidates.append(result)
+        # With no host addresses, aioice only allocates the TURN relay candidate (if any).
+        candidates += await original(component=component, addresses=[], timeout=timeout)
+        return candidates
+
+    return get_component_candidates
+
+
+async def _bind_udp(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], aioice.ice.StunProtocol],
+    address: str,
+    settings: MediaSettings,
+) -> tuple[asyncio.DatagramTransport, aioice.ice.StunProtocol]:
+    if settings.udp_port_min is None or settings.udp_port_max is None:
+        return await loop.create_datagram_endpoint(factory, local_addr=(address, 0))
+    low, high = settings.udp_port_min, settings.udp_port_max
+    size = high - low + 1
+    start = random.randrange(size)
+    for i in range(size):
+        try:
+            return await loop.create_datagram_endpoint(
+                factory, local_addr=(address, low + (start + i) % size)
+            )
+        except OSError:
+            continue
+    raise OSError(f"no free UDP port in {low}-{high}")
+
+
+# --------------------------------------------------------------------------- receive path
+
+
+def hook_transport(
+    dtls: RTCDtlsTransport,
+    on_rtp: Callable[[bytes], None],
+    on_rtcp: Callable[[AnyRtcpPacket], None],
+    on_malformed_rtcp: Callable[[], None],
+) -> None:
+    """Take over decrypted RTP (no decoding) and observe RTCP before aiortc routes it."""
+    transport = _private(dtls)
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        on_rtp(data)
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            on_malformed_rtcp()
+            return
+        for packet in packets:
+            on_rtcp(packet)
+            # aiortc keeps its RR/SR bookkeeping (RTT, LSR) for its own senders and receivers.
+            for recipient in transport._rtp_router.route_rtcp(packet):
+                await recipient._handle_rtcp_packet(packet)
+
+    transport._handle_rtp_data = handle_rtp_data
+    transport._handle_rtcp_data = handle_rtcp_data
+
+
+def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | None:
+    """Which receiver an unknown SSRC belongs to: by mid extension, SDP SSRC or payload type.
+
+    Called once per new SSRC, so the full aiortc parse is affordable here.
+    """
+    transport = _private(dtls)
+    try:
+        packet = RtpPacket.parse(data, transport._rtp_header_extensions_map)
+    except ValueError:
+        return None
+    router = transport._rtp_router
+    receiver = router.mid_table.get(packet.extensions.mid) if packet.extensions.mid else None
+    found: RTCRtpReceiver | None = receiver or router.route_rtp(packet)
+    return found
+
+
+def rtx_ssrcs(receiver: RTCRtpReceiver) -> dict[int, int]:
+    """RTX SSRC -> media SSRC, as declared in the remote SDP (``a=ssrc-group:FID``)."""
+    return dict(_private(receiver)._RTCRtpReceiver__rtx_ssrc)
+
+
+def offered_direction(transceiver: RTCRtpTransceiver) -> str | None:
+    """Direction the remote offer allows us (``sendonly`` = the client wants to receive)."""
+    direction = _private(transceiver)._offerDirection
+    return str(direction) if direction is not None else None
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    return list(_private(transceiver)._codecs)
+
+
+def negotiated_extension_id(transceiver: RTCRtpTransceiver, uri: str) -> int:
+    """The id negotiated for header extension ``uri``, or 0."""
+    for extension in _private(transceiver)._headerExtensions:
+        if extension.uri == uri:
+            return int(extension.id)
+    return 0
+
+
+class _Header:
+    """The two fields aiortc's statistics read from a packet."""
+
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self) -> None:
+        self.sequence_number = 0
+        self.timestamp = 0
+
+
+class PublisherFeedback:
+    """RTCP towards a publisher stream, through its idle aiortc receiver.
+
+    Feeds aiortc's receiver statistics (so its periodic RR stays truthful), generates NACKs for
+    gaps and sends PLIs.
+    """
+
+    def __init__(self, receiver: RTCRtpReceiver, ssrc: int, clock_rate: int, nack: bool) -> None:
+        self._receiver = _private(receiver)
+        self._ssrc = ssrc
+        self._header: Any = _Header()
+        self._stats = StreamStatistics(clock_rate)
+        self._nack = NackGenerator() if nack else None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._receiver._RTCRtpReceiver__remote_streams[ssrc] = self._stats
+
+    def received(self, seq: int, timestamp: int) -> None:
+        header = self._header
+        header.sequence_number = seq
+        header.timestamp = timestamp
+        self._stats.add(header)
+        if self._nack is not None and self._nack.add(header):
+            lost = sorted(self._nack.missing)
+            self._spawn(self._receiver._send_rtcp_nack(self._ssrc, lost))
+
+    def request_keyframe(self) -> None:
+        self._spawn(self._receiver._send_rtcp_pli(self._ssrc))
+
+    def close(self) -> None:
+        self._receiver._RTCRtpReceiver__remote_streams.pop(self._ssrc, None)
+        for task in self._tasks:
+            task.cancel()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+# --------------------------------------------------------------------------- send path
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    return int(_private(sender)._ssrc)
+
+
+def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
+    """Choose the ``a=msid`` of one sender (aiortc uses one random stream id per PC)."""
+    private = _private(sender)
+    private._stream_id = stream_id
+    private._track_id = track_id
+
+
+def suppress_sender_reports(sender: RTCRtpSender) -> None:
+    """Drop the SRs aiortc sends for a sender it does not feed (zero counts, wrong clock):
+    the SFU sends SRs translated from the publisher's instead. SDES and BYE still go out."""
+    private = _private(sender)
+    original = private._send_rtcp
+
+    async def send_rtcp(packets: list[AnyRtcpPacket]) -> None:
+        kept = [packet for packet in packets if not isinstance(packet, RtcpSrPacket)]
+        if kept:
+            await original(kept)
+
+    private._send_rtcp = send_rtcp
+
+
+async def send_rtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
+    with contextlib.suppress(ConnectionError):
+        await _private(dtls)._send_rtp(data)
+
+
+class RtpOutput:
+    """Protect :data:`TX_BUFFER` with the transport's SRTP session and send it, synchronously.
+
+    On a plain UDP pair the datagram goes straight to the socket; a full socket buffer drops
+    the packet, as SFUs do, instead of queueing. Relayed (TURN) pairs go through aioice.
+    """
+
+    __slots__ = ("_addr", "_sendto", "_srtp")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        private = _private(dtls)
+        self._srtp = private._tx_srtp._srtp[0]
+        pair = private.transport._connection._nominated[1]
+        self._addr = pair.remote_addr
+        transport = pair.protocol.transport
+        sock = getattr(transport, "_sock", None)
+        self._sendto = sock.sendto if sock is not None else transport.sendto
+
+    def send(self, length: int) -> bool:
+        _TX_LEN[0] = length
+        if lib.srtp_protect(self._srtp, _TX, _TX_LEN) != 0:
+            return False
+        try:
+            self._sendto(TX_BUFFER[: _TX_LEN[0]], self._addr)
+        except OSError:
+            return False
+        return True

@@ -1,0 +1,162 @@
+"""A conference: participants, the tracks they publish, active speakers, and events out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .config import MediaSettings
+from .events import (
+    Event,
+    EventHandler,
+    KeyframeRequested,
+    ParticipantState,
+    ParticipantStateChanged,
+    SpeakersChanged,
+    TrackInfo,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
+)
+from .participant import Participant
+from .speaker import SpeakerDetector
+from .track import PublishedTrack
+
+logger = logging.getLogger(__name__)
+
+
+class Conference:
+    """Routes media between participants; created by :meth:`sfu.SFU.create_conference`."""
+
+    def __init__(
+        self, conference_id: str, settings: MediaSettings, on_event: EventHandler | None
+    ) -> None:
+        self.id = conference_id
+        self.settings = settings
+        self._on_event = on_event
+        self._participants: dict[str, Participant] = {}
+        self._tracks: dict[str, PublishedTrack] = {}
+        self._speakers = SpeakerDetector()
+        self._removals: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._speaker_task = asyncio.get_running_loop().create_task(self._speaker_loop())
+
+    @property
+    def participants(self) -> list[Participant]:
+        return list(self._participants.values())
+
+    @property
+    def tracks(self) -> list[TrackInfo]:
+        return [track.info for track in self._tracks.values()]
+
+    @property
+    def dominant_speaker(self) -> str | None:
+        return self._speakers.dominant
+
+    def participant(self, participant_id: str) -> Participant | None:
+        return self._participants.get(participant_id)
+
+    def published_track(self, track_id: str) -> PublishedTrack:
+        try:
+            return self._tracks[track_id]
+        except KeyError:
+            raise LookupError(f"no track {track_id} in conference {self.id}") from None
+
+    def join(self, participant_id: str, auto_subscribe: bool = True) -> Participant:
+        """Add a participant; give it transports with :meth:`Participant.add_transport`.
+
+        With ``auto_subscribe`` it receives every other participant's tracks, from the moment
+        it has a transport to receive on.
+        """
+        if self._closed:
+            raise RuntimeError(f"conference {self.id} is closed")
+        if participant_id in self._participants:
+            raise ValueError(f"participant {participant_id} already joined")
+        participant = Participant(participant_id, self, auto_subscribe)
+        self._participants[participant_id] = participant
+        self._emit(ParticipantStateChanged(self.id, participant_id, ParticipantState.JOINED))
+        return participant
+
+    async def remove(self, participant_id: str, reason: str = "left") -> None:
+        """A participant leaves (or is removed): its tracks are unpublished, transports closed."""
+        participant = self._participants.pop(participant_id, None)
+        if participant is None:
+            return
+        await participant._close()
+        self._speakers.remove(participant_id)
+        self._emit(
+            ParticipantStateChanged(
+                self.id, participant_id, ParticipantState.DISCONNECTED, reason
+            )
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        self._speaker_task.cancel()
+        for task in list(self._removals):
+            task.cancel()
+        for participant_id in list(self._participants):
+            await self.remove(participant_id, "conference closed")
+
+    # ------------------------------------------------------------------ from participants
+
+    def _emit(self, event: Event) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            logger.exception("event handler failed on %r", event)
+
+    def _participant_state(self, participant: Participant, state: ParticipantState) -> None:
+        participant.state = state
+        self._emit(ParticipantStateChanged(self.id, participant.id, state))
+
+    def _schedule_removal(self, participant_id: str, reason: str) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self.remove(participant_id, reason))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    def _add_track(self, track: PublishedTrack) -> None:
+        track_id = track.info.track_id
+        if track_id in self._tracks:
+            raise ValueError(f"track {track_id} already published")
+        self._tracks[track_id] = track
+        self._emit(TrackPublished(self.id, track.info))
+        for participant in self._participants.values():
+            if (
+                participant.auto_subscribe
+                and participant.can_receive
+                and participant.id != track.info.participant_id
+            ):
+                participant.subscribe(track_id)
+
+    def _remove_track(self, track: PublishedTrack) -> None:
+        if self._tracks.pop(track.info.track_id, None) is None:
+            return
+        track.close()
+        self._emit(TrackUnpublished(self.id, track.info))
+
+    def _track_muted(self, track: PublishedTrack) -> None:
+        self._emit(TrackMuted(self.id, track.info))
+
+    def _keyframe_requested(self, track_id: str, reason: str) -> None:
+        self._emit(KeyframeRequested(self.id, track_id, reason))
+
+    def _audio_level(self, participant_id: str, level: int, now: float) -> None:
+        self._speakers.observe(participant_id, level, now)
+
+    async def _speaker_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.speaker_update_interval)
+            update = self._speakers.update(time.monotonic())
+            if update is not None:
+                speakers, dominant_changed = update
+                self._emit(
+                    SpeakersChanged(
+                        self.id, tuple(speakers), self._speakers.dominant, dominant_changed
+                    )
+                )

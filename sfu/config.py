@@ -1,0 +1,56 @@
+"""Networking and media settings of the SFU, filled by the bridge from its YAML configuration.
+
+Privacy by default: no ICE server is used unless configured (aiortc's own default would contact
+a public Google STUN server).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN or TURN server, passed through to aiortc and to clients."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    """What an admin configures about the media plane.
+
+    ``bind_addresses``: local addresses to gather host candidates on; empty means every
+    non-loopback interface (aioice's behaviour). ``public_ip``: NAT 1:1 address announced in
+    host candidates instead of the bound address (the socket stays bound to the local one).
+    ``udp_port_min``/``udp_port_max``: host candidates bind inside this inclusive range (one
+    UDP port per peer connection: aioice has no single-port mux). TURN candidates are allocated
+    by the TURN server and are not affected by the range.
+
+    ``ice_consent_interval``/``ice_consent_failures`` set how fast a silent peer is declared
+    gone (RFC 7675 consent freshness). aioice keeps them as module constants, so they apply to
+    the whole process; the defaults are aioice's (about 30 s).
+    """
+
+    bind_addresses: tuple[str, ...] = ()
+    public_ip: str | None = None
+    udp_port_min: int | None = None
+    udp_port_max: int | None = None
+    ice_servers: tuple[IceServer, ...] = ()
+    keyframe_request_interval: float = 0.5
+    """Minimum seconds between two key-frame requests sent to one publisher stream."""
+    speaker_update_interval: float = 0.2
+    ice_consent_interval: float = 5.0
+    ice_consent_failures: int = 6
+    history_size: int = 1024
+    """Packets kept per published stream to answer NACKs."""
+
+    def __post_init__(self) -> None:
+        if (self.udp_port_min is None) != (self.udp_port_max is None):
+            raise ValueError("udp_port_min and udp_port_max must be set together")
+        if self.udp_port_min is not None and self.udp_port_max is not None and not (
+            1024 <= self.udp_port_min <= self.udp_port_max <= 65535
+        ):
+            raise ValueError("invalid UDP port range")

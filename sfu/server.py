@@ -1,0 +1,50 @@
+"""The SFU entry point: start-up checks and the registry of conferences of one process."""
+
+from __future__ import annotations
+
+from . import aiortc_seams as seams
+from .conference import Conference
+from .config import MediaSettings
+from .events import EventHandler
+
+
+class SFU:
+    """Owns the conferences of one media worker (one asyncio loop, one core)."""
+
+    def __init__(self, settings: MediaSettings | None = None) -> None:
+        self.settings = settings or MediaSettings()
+        self._conferences: dict[str, Conference] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        """Verify aiortc's private seams (raises ``SeamError``) and apply process settings."""
+        await seams.self_test()
+        seams.configure_consent(self.settings)
+        self._started = True
+
+    def create_conference(
+        self, conference_id: str, on_event: EventHandler | None = None
+    ) -> Conference:
+        if not self._started:
+            raise RuntimeError("SFU.start() has not run")
+        if conference_id in self._conferences:
+            raise ValueError(f"conference {conference_id} exists")
+        conference = Conference(conference_id, self.settings, on_event)
+        self._conferences[conference_id] = conference
+        return conference
+
+    def conference(self, conference_id: str) -> Conference | None:
+        return self._conferences.get(conference_id)
+
+    @property
+    def conferences(self) -> list[Conference]:
+        return list(self._conferences.values())
+
+    async def close_conference(self, conference_id: str) -> None:
+        conference = self._conferences.pop(conference_id, None)
+        if conference is not None:
+            await conference.close()
+
+    async def close(self) -> None:
+        for conference_id in list(self._conferences):
+            await self.close_conference(conference_id)

@@ -1,0 +1,341 @@
+"""A participant's WebRTC transport: one aiortc peer connection used only as a transport.
+
+aiortc does ICE, DTLS-SRTP and SDP; this class takes the decrypted RTP/RTCP away from it,
+demultiplexes inbound packets to published tracks by SSRC, routes subscriber feedback to
+subscriptions, and starts/stops subscriptions as negotiation and connectivity allow.
+
+Roles follow the signalling protocols that will drive it: the client offers on a ``PUBLISHER``
+transport (LiveKit v0 publisher PC) and on a ``SINGLE`` one (LiveKit v1, legacy Matrix VoIP,
+where the client pre-adds recvonly sections for what it wants to receive); the SFU offers on a
+``SUBSCRIBER`` transport (LiveKit v0 subscriber PC).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass
+import asyncio
+import enum
+import logging
+import struct
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import AnyRtcpPacket
+from aiortc.sdp import candidate_from_sdp
+
+from . import aiortc_seams as seams, rtcp
+from .config import MediaSettings
+from .rtp import MalformedPacket
+from .subscription import Subscription
+
+if TYPE_CHECKING:
+    from .track import PublishedTrack
+
+logger = logging.getLogger(__name__)
+_SSRC = struct.Struct("!I")
+_RECEIVING = ("recvonly", "sendrecv")
+_SENDING = ("sendonly", "sendrecv")
+
+
+class TransportRole(enum.StrEnum):
+    PUBLISHER = "publisher"
+    SUBSCRIBER = "subscriber"
+    SINGLE = "single"
+
+
+@dataclass
+class TransportStats:
+    malformed_rtp: int = 0
+    malformed_rtcp: int = 0
+    unknown_rtp: int = 0
+
+
+@dataclass(frozen=True)
+class LocalCandidate:
+    """An ICE candidate of the SFU, for adapters that trickle (they are also in the SDP)."""
+
+    candidate: str
+    sdp_mid: str | None
+    sdp_mline_index: int
+
+
+class TransportOwner(Protocol):
+    """What a transport reports to its participant."""
+
+    def _publish_incoming(
+        self, transport: Transport, transceiver: RTCRtpTransceiver, track_id: str | None
+    ) -> PublishedTrack | None: ...
+
+    def _unpublish_incoming(self, track: PublishedTrack) -> None: ...
+
+    def _transport_state_changed(self, transport: Transport, state: str) -> None: ...
+
+
+class _SilentTrack(MediaStreamTrack):
+    """Keeps a sender slot's aiortc send loop parked at no cost (it would poll without one)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[None] | None = None
+
+    async def recv(self) -> None:  # type: ignore[override]
+        self._never = asyncio.get_running_loop().create_future()
+        await self._never
+
+
+def rtc_configuration(settings: MediaSettings) -> RTCConfiguration:
+    """Explicit ICE servers only: aiortc would otherwise use a public Google STUN server."""
+    servers = [
+        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
+        for s in settings.ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+class Transport:
+    """One peer connection of a participant."""
+
+    def __init__(
+        self, transport_id: str, role: TransportRole, owner: TransportOwner,
+        settings: MediaSettings,
+    ) -> None:
+        self.id = transport_id
+        self.role = role
+        self.stats = TransportStats()
+        self.bandwidth_estimate: int | None = None
+        """Latest REMB from the client, in bit/s (None until one arrives)."""
+        self.pc = RTCPeerConnection(rtc_configuration(settings))
+        self._owner = owner
+        self._settings = settings
+        self._inbound: dict[int, PublishedTrack] = {}
+        self._published: dict[RTCRtpTransceiver, PublishedTrack] = {}
+        self._outbound: dict[int, Subscription] = {}
+        self._subscriptions: list[Subscription] = []
+        self._hooked: set[RTCDtlsTransport] = set()
+        self._closed = False
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    @property
+    def state(self) -> str:
+        return self.pc.connectionState
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subscriptions)
+
+    # ------------------------------------------------------------------ signalling
+
+    async def accept_offer(self, sdp: str, track_ids: Mapping[str, str] | None = None) -> str:
+        """Apply the client's offer and return the SFU's answer.
+
+        Every media section the client sends on becomes a published track; ``track_ids`` maps
+        its mid to the adapter's track id (default ``"{participant}/{mid}"``).
+        """
+        if self.role is TransportRole.SUBSCRIBER:
+            raise RuntimeError("the SFU offers on a subscriber transport")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await self._bind_offered_slots()
+        answer = await self.pc.createAnswer()
+        seams.prepare_ice(self.pc, self._settings)
+        await self.pc.setLocalDescription(answer)
+        self._negotiated(track_ids or {})
+        return self.pc.localDescription.sdp
+
+    async def create_offer(self) -> str:
+        """An offer for what the SFU sends (subscriber transport); apply the answer next."""
+        if self.role is not TransportRole.SUBSCRIBER:
+            raise RuntimeError("the client offers on this transport")
+        offer = await self.pc.createOffer()
+        seams.prepare_ice(self.pc, self._settings)
+        await self.pc.setLocalDescription(offer)
+        return self.pc.localDescription.sdp
+
+    async def accept_answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        self._negotiated({})
+
+    async def add_remote_candidate(
+        self, candidate: str | None, sdp_mid: str | None = None, sdp_mline_index: int = 0
+    ) -> None:
+        """Trickle ICE in: ``candidate`` as in SDP (``candidate:...``); None ends them."""
+        if candidate is None:
+            await self.pc.addIceCandidate(None)
+            return
+        parsed = candidate_from_sdp(candidate.removeprefix("a=").removeprefix("candidate:"))
+        parsed.sdpMid = sdp_mid
+        parsed.sdpMLineIndex = sdp_mline_index
+        await self.pc.addIceCandidate(parsed)
+
+    def local_candidates(self) -> list[LocalCandidate]:
+        """Trickle ICE out. aiortc gathers before answering/offering, so all are known here."""
+        description = self.pc.localDescription
+        if description is None:
+            return []
+        found: list[LocalCandidate] = []
+        mid: str | None = None
+        index = -1
+        for line in description.sdp.splitlines():
+            if line.startswith("m="):
+                index += 1
+                mid = None
+            elif line.startswith("a=mid:"):
+                mid = line[6:]
+            elif line.startswith("a=candidate:") and index >= 0:
+                found.append(LocalCandidate(line[2:], mid, index))
+        return found
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def add_subscription(self, subscriber_id: str, kind: str) -> Subscription:
+        """A new outgoing stream; the caller must renegotiate the transport afterwards."""
+        subscription = Subscription(subscriber_id, self.id, kind)
+        self._subscriptions.append(subscription)
+        if self.role is TransportRole.SUBSCRIBER:
+            transceiver = self.pc.addTransceiver(_SilentTrack(kind), direction="sendonly")
+            self._bind(subscription, transceiver)
+        return subscription
+
+    def remove_subscription(self, subscription: Subscription) -> None:
+        """Stop forwarding; the sender slot stays negotiated and is reused by the next one."""
+        subscription.switch(None)
+
+    def free_subscription(self, kind: str) -> Subscription | None:
+        """An existing subscription of ``kind`` with no source, to reuse its sender slot."""
+        for subscription in self._subscriptions:
+            if subscription.kind == kind and subscription.source is None:
+                return subscription
+        return None
+
+    def _bind(self, subscription: Subscription, transceiver: RTCRtpTransceiver) -> None:
+        subscription.bind(transceiver)
+        self._outbound[subscription.ssrc] = subscription
+
+    async def _bind_offered_slots(self) -> None:
+        """On a single transport, give waiting subscriptions the sections the client offered
+        to receive on (its pre-added recvonly transceivers)."""
+        waiting = [s for s in self._subscriptions if s.transceiver is None]
+        bound = {s.transceiver for s in self._subscriptions}
+        for transceiver in self.pc.getTransceivers():
+            if transceiver in bound or seams.offered_direction(transceiver) not in _SENDING:
+                continue
+            subscription = next((s for s in waiting if s.kind == transceiver.kind), None)
+            if subscription is None:
+                continue
+            waiting.remove(subscription)
+            transceiver.direction = "sendonly"
+            transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
+            self._bind(subscription, transceiver)
+
+    # ------------------------------------------------------------------ negotiation results
+
+    def _negotiated(self, track_ids: Mapping[str, str]) -> None:
+        for transceiver in self.pc.getTransceivers():
+            self._hook(transceiver.receiver.transport)
+        slots = {s.transceiver for s in self._subscriptions}
+        for transceiver in self.pc.getTransceivers():
+            receiving = transceiver.currentDirection in _RECEIVING
+            track = self._published.get(transceiver)
+            if receiving and track is None and transceiver not in slots:
+                mid = transceiver.mid or ""
+                track = self._owner._publish_incoming(self, transceiver, track_ids.get(mid))
+                if track is not None:
+                    self._published[transceiver] = track
+            elif not receiving and track is not None:
+                self._drop_published(transceiver)
+        self._update_subscriptions()
+
+    def _drop_published(self, transceiver: RTCRtpTransceiver) -> None:
+        track = self._published.pop(transceiver)
+        for ssrc in [ssrc for ssrc, t in self._inbound.items() if t is track]:
+            del self._inbound[ssrc]
+        self._owner._unpublish_incoming(track)
+
+    def _update_subscriptions(self) -> None:
+        for subscription in self._subscriptions:
+            transceiver = subscription.transceiver
+            if transceiver is None:
+                continue
+            dtls = transceiver.sender.transport
+            if transceiver.currentDirection in _SENDING and dtls.state == "connected":
+                subscription.activate(dtls)
+            else:
+                subscription.deactivate()
+
+    def _hook(self, dtls: RTCDtlsTransport) -> None:
+        if dtls in self._hooked:
+            return
+        self._hooked.add(dtls)
+        seams.hook_transport(
+            dtls,
+            on_rtp=lambda data: self._on_rtp(dtls, data),
+            on_rtcp=self._on_rtcp,
+            on_malformed_rtcp=self._on_malformed_rtcp,
+        )
+        dtls.on("statechange", self._update_subscriptions)
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed"):
+            for subscription in self._subscriptions:
+                subscription.deactivate()
+        self._owner._transport_state_changed(self, state)
+
+    # ------------------------------------------------------------------ packets
+
+    def _on_rtp(self, dtls: RTCDtlsTransport, data: bytes) -> None:
+        if len(data) < 12:
+            self.stats.malformed_rtp += 1
+            return
+        ssrc = _SSRC.unpack_from(data, 8)[0]
+        track = self._inbound.get(ssrc)
+        if track is None:
+            receiver = seams.identify_stream(dtls, data)
+            track = next(
+                (t for tr, t in self._published.items() if tr.receiver is receiver), None
+            )
+            if track is None or not track.accepts(ssrc):
+                self.stats.unknown_rtp += 1
+                return
+            self._inbound[ssrc] = track
+        try:
+            track.receive(data, ssrc)
+        except MalformedPacket:
+            self.stats.malformed_rtp += 1
+
+    def _on_rtcp(self, packet: AnyRtcpPacket) -> None:
+        bitrate = rtcp.dispatch(packet, self._inbound, self._outbound)
+        if bitrate is not None:
+            self.bandwidth_estimate = bitrate
+
+    def _on_malformed_rtcp(self) -> None:
+        self.stats.malformed_rtcp += 1
+
+    # ------------------------------------------------------------------ teardown
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription.close()
+        self._subscriptions.clear()
+        self._outbound.clear()
+        for transceiver in list(self._published):
+            self._drop_published(transceiver)
+        self._inbound.clear()
+        self.pc.remove_all_listeners()
+        await self.pc.close()
+        for dtls in self._hooked:
+            dtls.remove_all_listeners()
+        self._hooked.clear()

@@ -1,0 +1,131 @@
+"""Source switching on one outgoing slot, the single-PC (client offers) layout, settings."""
+
+from __future__ import annotations
+
+from typing import Any
+import contextlib
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtcpSrPacket
+from sfu_peers import MarkedVideo, Room, ToneAudio, config, wait_for
+import pytest
+
+from sfu import SFU, MediaSettings, TrackKind, TransportRole, aiortc_seams
+from sfu.transport import rtc_configuration
+
+
+async def test_speaker_slot_switches_source_continuously(room: Room) -> None:
+    alice, bob = room.add("alice"), room.add("bob")
+    await alice.publish(luma=40)
+    await bob.publish(luma=200)
+    viewer = room.add("viewer", auto_subscribe=False)
+    slot = viewer.participant.add_slot(TrackKind.VIDEO)
+    slot.set_msid("conference", "speaker-video")
+    slot.switch(room.conference.published_track("alice-video"))
+    await wait_for(lambda: viewer.received.get("speaker-video") is not None)
+    video = viewer.received["speaker-video"]
+    await wait_for(lambda: len(video.lumas) >= 10 and abs(video.lumas[-1] - 40) < 12)
+
+    slot.switch(room.conference.published_track("bob-video"))
+    await wait_for(lambda: abs(video.lumas[-1] - 200) < 12)
+    frames = video.video_frames
+    await wait_for(lambda: video.video_frames >= frames + 15)  # keeps decoding after the switch
+    assert abs(video.lumas[-1] - 200) < 12
+    assert len(viewer.received) == 1  # one stream, two sources
+
+
+async def test_subscribers_get_translated_sender_reports(room: Room) -> None:
+    alice, bob = room.add("alice"), room.add("bob")
+    await alice.publish(luma=40, amplitude=0.1)
+    await wait_for(lambda: bool(bob.sub_pc.getTransceivers()))
+    reports: list[RtcpSrPacket] = []
+    dtls: Any = bob.sub_pc.getTransceivers()[0].receiver.transport
+    original = dtls._handle_rtcp_data
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        from aiortc.rtp import RtcpPacket
+
+        reports.extend(p for p in RtcpPacket.parse(data) if isinstance(p, RtcpSrPacket))
+        await original(data)
+
+    dtls._handle_rtcp_data = handle_rtcp_data
+    ssrcs = {s.ssrc for s in bob.participant.subscriptions}
+    await wait_for(lambda: {r.ssrc for r in reports if r.sender_info.packet_count} == ssrcs)
+    assert all(r.ssrc in ssrcs for r in reports)  # none of aiortc's own, untranslated SRs
+    assert all(r.sender_info.ntp_timestamp for r in reports)
+
+
+async def test_single_transport_uses_client_offered_slots(room: Room) -> None:
+    alice = room.add("alice")
+    await alice.publish(luma=40, amplitude=0.1)
+    carol = room.conference.join("carol")
+    transport = carol.add_transport(TransportRole.SINGLE)  # subscriptions wait for slots
+    pc = RTCPeerConnection(config())
+    decoded: dict[str, int] = {}
+
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        async def consume() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    await track.recv()
+                    decoded[track.kind] = decoded.get(track.kind, 0) + 1
+
+        room.peers["alice"]._spawn(consume())
+
+    pc.addTransceiver(ToneAudio(0.1), direction="sendonly")
+    pc.addTransceiver(MarkedVideo(100), direction="sendonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    answer = await transport.accept_offer(pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    try:
+        await wait_for(lambda: decoded.get("video", 0) >= 5 and decoded.get("audio", 0) >= 5)
+        # default track ids are "{participant}/{mid}"
+        await wait_for(lambda: alice.received.get("carol/1") is not None)
+        await wait_for(lambda: alice.received["carol/1"].video_frames >= 5)
+        assert abs(alice.received["carol/1"].lumas[-1] - 100) < 12
+    finally:
+        await pc.close()
+
+
+async def test_port_range_public_ip_and_no_implicit_ice_servers() -> None:
+    assert rtc_configuration(MediaSettings()).iceServers == []
+    settings = MediaSettings(
+        bind_addresses=("127.0.0.1",),
+        public_ip="192.0.2.7",
+        udp_port_min=41000,
+        udp_port_max=41009,
+        ice_consent_interval=1.0,
+        ice_consent_failures=3,
+    )
+    server = SFU(settings)
+    await server.start()
+    conference = server.create_conference("settings")
+    try:
+        participant = conference.join("p")
+        transport = participant.add_transport(TransportRole.PUBLISHER)
+        pc = RTCPeerConnection(config())
+        pc.addTransceiver(ToneAudio(0.1), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        await transport.accept_offer(pc.localDescription.sdp)
+        candidates = [c.candidate.split() for c in transport.local_candidates()]
+        assert candidates
+        assert all(c[4] == "192.0.2.7" and 41000 <= int(c[5]) <= 41009 for c in candidates)
+        await pc.close()
+    finally:
+        await server.close()
+    with pytest.raises(ValueError):
+        MediaSettings(udp_port_min=5000)
+
+
+async def test_self_test_fails_loudly_when_a_seam_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    monkeypatch.delattr(RTCDtlsTransport, "_handle_rtcp_data")
+    with pytest.raises(aiortc_seams.SeamError, match="_handle_rtcp_data"):
+        await aiortc_seams.self_test()
