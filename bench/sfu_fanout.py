@@ -68,8 +68,10 @@ def prepare_media() -> dict[str, list[bytes]]:
     import numpy as np
 
     rng = np.random.default_rng(1)
-    texture = np.kron(rng.integers(0, 256, (HEIGHT // 4, WIDTH // 4), dtype=np.uint8),
-                      np.ones((8, 8), dtype=np.uint8))
+    texture = np.kron(
+        rng.integers(0, 256, (HEIGHT // 4, WIDTH // 4), dtype=np.uint8),
+        np.ones((8, 8), dtype=np.uint8),
+    )
     video = av.CodecContext.create("libvpx", "w")
     video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     video.bit_rate = 1_000_000
@@ -80,7 +82,7 @@ def prepare_media() -> dict[str, list[bytes]]:
     for i in range(FPS * SECONDS):
         y = np.roll(texture, (i * 2, i * 3), axis=(0, 1))[:HEIGHT, :WIDTH].copy()
         band = (i * 7) % (HEIGHT - 12)
-        y[band:band + 12] = rng.integers(0, 256, (12, WIDTH), dtype=np.uint8)
+        y[band : band + 12] = rng.integers(0, 256, (12, WIDTH), dtype=np.uint8)
         image = np.vstack([y, np.full((HEIGHT // 2, WIDTH), 128, dtype=np.uint8)])
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         frame.pts = i
@@ -138,8 +140,9 @@ def pre_encoded_track(kind: str, frames: list[bytes]) -> Any:
 # ------------------------------------------------------------------------------ signalling
 
 
-async def rpc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-              message: dict[str, Any]) -> dict[str, Any]:
+async def rpc(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, message: dict[str, Any]
+) -> dict[str, Any]:
     writer.write(json.dumps(message).encode() + b"\n")
     await writer.drain()
     reply: dict[str, Any] = json.loads(await reader.readline())
@@ -163,8 +166,9 @@ async def sfu_main(port: int) -> None:
             reply: dict[str, Any] = {}
             if message["type"] == "publish":
                 transport = publisher.add_transport(TransportRole.PUBLISHER)
-                reply["sdp"] = await transport.accept_offer(message["sdp"],
-                                                            {"0": "audio", "1": "video"})
+                reply["sdp"] = await transport.accept_offer(
+                    message["sdp"], {"0": "audio", "1": "video"}
+                )
                 for track_id in ("audio", "video"):  # gate: nothing forwarded until "go"
                     publisher.set_muted(track_id, True)
             elif message["type"] == "subscribe":
@@ -183,10 +187,12 @@ async def sfu_main(port: int) -> None:
             elif message["type"] == "snapshot":
                 reply = {
                     "cpu": cpu_seconds(),
-                    "forwarded": sum(s.packets_sent for p in conference.participants
-                                     for s in p.subscriptions),
-                    "received": sum(conference.published_track(t).packets_received
-                                    for t in ("audio", "video")),
+                    "forwarded": sum(
+                        s.packets_sent for p in conference.participants for s in p.subscriptions
+                    ),
+                    "received": sum(
+                        conference.published_track(t).packets_received for t in ("audio", "video")
+                    ),
                 }
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
@@ -266,8 +272,9 @@ async def clients_main(port: int, n: int, warmup: float, measure: float) -> None
         offer = await rpc(reader, writer, {"type": "subscribe", "id": f"s{i}"})
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await rpc(reader, writer, {"type": "answer", "id": f"s{i}",
-                                   "sdp": pc.localDescription.sdp})
+        await rpc(
+            reader, writer, {"type": "answer", "id": f"s{i}", "sdp": pc.localDescription.sdp}
+        )
     deadline = time.monotonic() + 30
     sinks = pcs[2:]
     while time.monotonic() < deadline and len(inodes) < len(sinks):
@@ -283,9 +290,14 @@ async def clients_main(port: int, n: int, warmup: float, measure: float) -> None
 
     async def snapshot() -> dict[str, Any]:
         server = await rpc(reader, writer, {"type": "snapshot"})
-        return {"t": time.monotonic(), "sent": sent[0], "drops": kernel_drops(inodes),
-                "client_cpu": cpu_seconds(),
-                "decoded": dict(decoded), **server}
+        return {
+            "t": time.monotonic(),
+            "sent": sent[0],
+            "drops": kernel_drops(inodes),
+            "client_cpu": cpu_seconds(),
+            "decoded": dict(decoded),
+            **server,
+        }
 
     before = await snapshot()
     await asyncio.sleep(measure)
@@ -301,15 +313,18 @@ async def clients_main(port: int, n: int, warmup: float, measure: float) -> None
         "sfu_cpu_percent": round(cpu * 100, 1),
         "publisher_pps": round(published, 1),
         "sfu_received_pps": round((after["received"] - before["received"]) / elapsed, 1),
-        "clients_cpu_percent": round((after["client_cpu"] - before["client_cpu"]) / elapsed
-                                     * 100, 1),
+        "clients_cpu_percent": round(
+            (after["client_cpu"] - before["client_cpu"]) / elapsed * 100, 1
+        ),
         "forwarded_pps": round(forwarded, 1),
         "us_per_forwarded_packet": round(cpu * 1e6 / forwarded, 2) if forwarded else None,
         "delivery_ratio": round(delivered / (published * len(sinks)), 4) if sinks else None,
-        "verifier_video_fps": round((after["decoded"]["video"]
-                                     - before["decoded"]["video"]) / elapsed, 2),
-        "verifier_audio_fps": round((after["decoded"]["audio"]
-                                     - before["decoded"]["audio"]) / elapsed, 2),
+        "verifier_video_fps": round(
+            (after["decoded"]["video"] - before["decoded"]["video"]) / elapsed, 2
+        ),
+        "verifier_audio_fps": round(
+            (after["decoded"]["audio"] - before["decoded"]["audio"]) / elapsed, 2
+        ),
     }
     print("RESULT " + json.dumps(result), flush=True)
     os._exit(0)  # skip tearing down hundreds of peer connections
@@ -323,7 +338,9 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
     me = os.path.abspath(__file__)
     sfu = subprocess.Popen(
         [sys.executable, me, "sfu", "--port", str(port), "--cpu", str(args.sfu_cpu)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert sfu.stdout is not None
@@ -331,10 +348,24 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if ready != "READY":
             raise RuntimeError(f"SFU did not start: {ready} {sfu.communicate()[1][-2000:]}")
         clients = subprocess.run(
-            [sys.executable, me, "clients", "--port", str(port), "--n", str(n),
-             "--warmup", str(args.warmup), "--measure", str(args.measure),
-             "--cpu", str(args.client_cpu)],
-            capture_output=True, text=True, timeout=90,
+            [
+                sys.executable,
+                me,
+                "clients",
+                "--port",
+                str(port),
+                "--n",
+                str(n),
+                "--warmup",
+                str(args.warmup),
+                "--measure",
+                str(args.measure),
+                "--cpu",
+                str(args.client_cpu),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
     finally:
         sfu.kill()
@@ -356,8 +387,9 @@ def lossless(result: dict[str, Any]) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("role", nargs="?", default="bench", choices=["bench", "sfu", "clients"])
     parser.add_argument("--quick", action="store_true", help="N = 10, 50 with short windows")
     parser.add_argument("--ns", default="50,100,150,200,250,300,350,400")
@@ -384,14 +416,19 @@ def main() -> None:
         ns = [int(n) for n in args.ns.split(",")]
     started = time.monotonic()
     results = []
-    print(f"{'N':>5} {'SFU CPU %':>9} {'fwd pkt/s':>10} {'us/pkt':>7} {'delivery':>9} "
-          f"{'verifier v/a fps':>17}")
+    print(
+        f"{'N':>5} {'SFU CPU %':>9} {'fwd pkt/s':>10} {'us/pkt':>7} {'delivery':>9} "
+        f"{'verifier v/a fps':>17}"
+    )
     for n in ns:
         result = run(n, args)
         results.append(result)
-        print(f"{n:>5} {result['sfu_cpu_percent']:>9} {result['forwarded_pps']:>10} "
-              f"{result['us_per_forwarded_packet']!s:>7} {result['delivery_ratio']!s:>9} "
-              f"{result['verifier_video_fps']:>8}/{result['verifier_audio_fps']}", flush=True)
+        print(
+            f"{n:>5} {result['sfu_cpu_percent']:>9} {result['forwarded_pps']:>10} "
+            f"{result['us_per_forwarded_packet']!s:>7} {result['delivery_ratio']!s:>9} "
+            f"{result['verifier_video_fps']:>8}/{result['verifier_audio_fps']}",
+            flush=True,
+        )
         if not lossless(result) or time.monotonic() - started > 150:
             break
     ok = [r for r in results if lossless(r)]
@@ -400,14 +437,19 @@ def main() -> None:
         ys = [r["sfu_cpu_percent"] / 100 for r in ok]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
-            (x - mx) ** 2 for x in xs)
-        print(f"marginal CPU per forwarded packet: {slope * 1e6:.1f} us "
-              f"(fixed {100 * (my - slope * mx):.1f} % of a core)")
+            (x - mx) ** 2 for x in xs
+        )
+        print(
+            f"marginal CPU per forwarded packet: {slope * 1e6:.1f} us "
+            f"(fixed {100 * (my - slope * mx):.1f} % of a core)"
+        )
     if ok:
         best = ok[-1]
         print(f"CPU per forwarded packet at N={best['n']}: {best['us_per_forwarded_packet']} us")
-        print(f"largest N without frame loss: {best['n']}"
-              + ("" if len(ok) < len(results) else " (not saturated: try larger --ns)"))
+        print(
+            f"largest N without frame loss: {best['n']}"
+            + ("" if len(ok) < len(results) else " (not saturated: try larger --ns)")
+        )
     else:
         print("frame loss at every N tried")
 

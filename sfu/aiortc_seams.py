@@ -96,14 +96,24 @@ async def self_test() -> None:
         _require(sender, ["_ssrc", "_stream_id", "_track_id", "_send_rtcp"], "RTCRtpSender")
         _require(
             receiver,
-            ["_send_rtcp_pli", "_send_rtcp_nack", "_RTCRtpReceiver__remote_streams",
-             "_RTCRtpReceiver__rtx_ssrc"],
+            [
+                "_send_rtcp_pli",
+                "_send_rtcp_nack",
+                "_RTCRtpReceiver__remote_streams",
+                "_RTCRtpReceiver__rtx_ssrc",
+            ],
             "RTCRtpReceiver",
         )
         _require(
             dtls,
-            ["_handle_rtp_data", "_handle_rtcp_data", "_send_rtp", "_rtp_router",
-             "_rtp_header_extensions_map", "_tx_srtp"],
+            [
+                "_handle_rtp_data",
+                "_handle_rtcp_data",
+                "_send_rtp",
+                "_rtp_router",
+                "_rtp_header_extensions_map",
+                "_tx_srtp",
+            ],
             "RTCDtlsTransport",
         )
         _require(dtls._rtp_router, ["route_rtp", "route_rtcp", "mid_table"], "RtpRouter")

@@ -86,9 +86,7 @@ class Conference:
         await participant._close()
         self._speakers.remove(participant_id)
         self._emit(
-            ParticipantStateChanged(
-                self.id, participant_id, ParticipantState.DISCONNECTED, reason
-            )
+            ParticipantStateChanged(self.id, participant_id, ParticipantState.DISCONNECTED, reason)
         )
 
     async def close(self) -> None:

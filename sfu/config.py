@@ -50,7 +50,9 @@ class MediaSettings:
     def __post_init__(self) -> None:
         if (self.udp_port_min is None) != (self.udp_port_max is None):
             raise ValueError("udp_port_min and udp_port_max must be set together")
-        if self.udp_port_min is not None and self.udp_port_max is not None and not (
-            1024 <= self.udp_port_min <= self.udp_port_max <= 65535
+        if (
+            self.udp_port_min is not None
+            and self.udp_port_max is not None
+            and not (1024 <= self.udp_port_min <= self.udp_port_max <= 65535)
         ):
             raise ValueError("invalid UDP port range")

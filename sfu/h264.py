@@ -18,9 +18,11 @@ def is_keyframe(data: bytes, offset: int) -> bool:
         return False
     nal_type = data[offset] & 0x1F
     if nal_type == _FU_A:
-        return offset + 1 < end and bool(data[offset + 1] & 0x80) and (
-            data[offset + 1] & 0x1F
-        ) in _KEY_TYPES
+        return (
+            offset + 1 < end
+            and bool(data[offset + 1] & 0x80)
+            and (data[offset + 1] & 0x1F) in _KEY_TYPES
+        )
     if nal_type == _STAP_A:
         pos = offset + 1
         while pos + 2 < end:

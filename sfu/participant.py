@@ -153,7 +153,8 @@ class Participant:
             rtx_payload_types=rtx,
             audio_level_id=(
                 seams.negotiated_extension_id(transceiver, AUDIO_LEVEL_URI)
-                if transceiver.kind == "audio" else 0
+                if transceiver.kind == "audio"
+                else 0
             ),
             history_size=conference.settings.history_size,
             keyframe_interval=conference.settings.keyframe_request_interval,

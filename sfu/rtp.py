@@ -104,4 +104,4 @@ def unwrap_rtx(packet: bytes, payload_offset: int, payload_type: int, ssrc: int)
     (timestamp,) = _U32.unpack_from(packet, 4)
     out = bytearray(packet[:payload_offset])
     REWRITE.pack_into(out, 1, (packet[1] & 0x80) | payload_type, osn, timestamp, ssrc)
-    return bytes(out) + packet[payload_offset + 2:]
+    return bytes(out) + packet[payload_offset + 2 :]

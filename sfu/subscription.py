@@ -195,4 +195,3 @@ class Subscription:
         task = asyncio.ensure_future(seams.send_rtcp(self._dtls, data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-

@@ -107,7 +107,10 @@ class Transport:
     """One peer connection of a participant."""
 
     def __init__(
-        self, transport_id: str, role: TransportRole, owner: TransportOwner,
+        self,
+        transport_id: str,
+        role: TransportRole,
+        owner: TransportOwner,
         settings: MediaSettings,
     ) -> None:
         self.id = transport_id
@@ -301,9 +304,7 @@ class Transport:
         track = self._inbound.get(ssrc)
         if track is None:
             receiver = seams.identify_stream(dtls, data)
-            track = next(
-                (t for tr, t in self._published.items() if tr.receiver is receiver), None
-            )
+            track = next((t for tr, t in self._published.items() if tr.receiver is receiver), None)
             if track is None or not track.accepts(ssrc):
                 self.stats.unknown_rtp += 1
                 return

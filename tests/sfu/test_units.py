@@ -28,8 +28,15 @@ from sfu.rtp import NO_AUDIO_LEVEL, MalformedPacket, canonicalize, unwrap_rtx
 from sfu.speaker import SpeakerDetector
 
 
-def rtp(seq: int = 1, ts: int = 1000, ssrc: int = 0x1234, pt: int = 96, ext: bytes = b"",
-        payload: bytes = b"payload", csrcs: int = 0) -> bytes:
+def rtp(
+    seq: int = 1,
+    ts: int = 1000,
+    ssrc: int = 0x1234,
+    pt: int = 96,
+    ext: bytes = b"",
+    payload: bytes = b"payload",
+    csrcs: int = 0,
+) -> bytes:
     b0 = 0x80 | (0x10 if ext else 0) | csrcs
     header = struct.pack("!BBHII", b0, pt, seq, ts, ssrc) + bytes(4 * csrcs)
     return header + ext + payload
@@ -82,8 +89,9 @@ def test_unwrap_rtx_restores_original() -> None:
 # ---------------------------------------------------------------------- codecs
 
 
-def vp8_payload(start: bool = True, key: bool = True, pid: int | None = 0x1234,
-                tl0: int | None = 7) -> bytes:
+def vp8_payload(
+    start: bool = True, key: bool = True, pid: int | None = 0x1234, tl0: int | None = 7
+) -> bytes:
     b0 = (0x80 if pid is not None or tl0 is not None else 0) | (0x10 if start else 0)
     out = bytes([b0])
     if b0 & 0x80:
@@ -213,21 +221,27 @@ def test_rtcp_dispatch_by_ssrc() -> None:
     outbound, inbound = {10: sub, 11: other}, {20: pub}
     nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=10)
     nack.lost = [5, 6]
-    report = RtcpReceiverInfo(ssrc=10, fraction_lost=3, packets_lost=1, highest_sequence=9,
-                              jitter=4, lsr=0, dlsr=0)
+    report = RtcpReceiverInfo(
+        ssrc=10, fraction_lost=3, packets_lost=1, highest_sequence=9, jitter=4, lsr=0, dlsr=0
+    )
     packets: list[AnyRtcpPacket] = [
         RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=10),
         RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=1, media_ssrc=0, fci=struct.pack("!II", 10, 0)),
         nack,
         RtcpRrPacket(ssrc=1, reports=[report]),
-        RtcpSrPacket(ssrc=20, sender_info=RtcpSenderInfo(ntp_timestamp=77, rtp_timestamp=88,
-                                                         packet_count=1, octet_count=1)),
+        RtcpSrPacket(
+            ssrc=20,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=77, rtp_timestamp=88, packet_count=1, octet_count=1
+            ),
+        ),
     ]
     assert all(rtcp.dispatch(p, inbound, outbound) is None for p in packets)
     assert sub.keyframes == 2 and sub.nacks == [5, 6] and sub.reports == [report]
     assert pub.srs == [(77, 88)] and other.keyframes == 0
-    remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
-                          fci=pack_remb_fci(1_500_000, [10]))
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(1_500_000, [10])
+    )
     assert rtcp.dispatch(remb, inbound, outbound) == pytest.approx(1_500_000, rel=0.01)
 
 
