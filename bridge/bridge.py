@@ -14,10 +14,15 @@ from mautrix.errors import MatrixConnectionError, MatrixRequestError, MUnknownTo
 from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
+from sfu import SFU, SeamError
+
 from . import db as tables
+from .conferences import Conferences
 from .config import Config
+from .focus import Focus
 from .matrix import MatrixHandler
 from .permissions import PermissionLevel
+from .room_state import RoomStates
 
 log = logging.getLogger("mau.bridge")
 
@@ -59,6 +64,10 @@ class Bridge:
         # Acknowledge a transaction only once its events are handled, in order; a crash
         # mid-transaction makes the homeserver deliver it again.
         self.az.synchronous_handlers = True
+        self.sfu = SFU(config.media_settings())
+        self.conferences = Conferences(self.sfu)
+        self.room_states = RoomStates(self.az)
+        self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
         self.matrix = MatrixHandler(self)
         self.az.matrix_event_handler(self.matrix.handle_event)
         ghost = re.escape(config.ghost_localpart("\0")).replace(re.escape("\0"), ".+")
@@ -70,6 +79,11 @@ class Bridge:
 
     async def start(self) -> None:
         """Start every part; each one started is registered for :meth:`stop`, in reverse."""
+        try:
+            await self.sfu.start()
+        except SeamError as e:
+            raise StartupError(f"this aiortc version is not supported: {e}") from e
+        self._running.push_async_callback(self.sfu.close)
         await self._start_database()
         self._running.push_async_callback(self.db.stop)
         await self.az.start(
@@ -86,6 +100,8 @@ class Bridge:
                 self.config["appservice.address"],
                 e,
             )
+        self._running.push_async_callback(self.focus.stop)
+        await self._start_focus()
         self.az.ready = True
         prune_task = asyncio.create_task(self._prune_history_forever())
         self._running.callback(prune_task.cancel)
@@ -106,6 +122,15 @@ class Bridge:
                     f"appservice.database: cannot connect to the database: {e}"
                 ) from e
             raise
+
+    async def _start_focus(self) -> None:
+        try:
+            await self.focus.start()
+        except OSError as e:
+            raise StartupError(
+                f"focus.port: cannot listen on {self.config['focus.hostname']}:"
+                f"{self.config['focus.port']}: {e.strerror}"
+            ) from e
 
     async def _wait_for_homeserver(self) -> None:
         for attempt in range(1, HOMESERVER_ATTEMPTS + 1):

@@ -15,7 +15,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from yarl import URL
 
+from sfu import IceServer, MediaSettings
+
 from . import resources
+from .focus.access import RoomsWithoutBot
 from .permissions import PermissionLevel
 
 TOKEN_PLACEHOLDER = "This value is generated when generating the registration"
@@ -71,9 +74,22 @@ class Config(BaseFileConfig):
             "appservice.hs_token",
             "bridge.command_prefix",
             "bridge.history_retention_days",
+            "media.public_ip",
+            "media.udp_port_min",
+            "media.udp_port_max",
+            "focus.hostname",
+            "focus.port",
+            "focus.public_url",
+            "focus.token_lifetime",
+            "focus.rooms_without_bot",
         ):
             copy(key)
-        for key in ("appservice.database_opts", "bridge.permissions", "logging"):
+        for key in (
+            "appservice.database_opts",
+            "bridge.permissions",
+            "focus.openid.homeservers",
+            "logging",
+        ):
             _copy_map(helper, key)
 
     @property
@@ -90,6 +106,38 @@ class Config(BaseFileConfig):
 
     def permissions(self) -> dict[str, PermissionLevel]:
         return {str(k): PermissionLevel(v) for k, v in self["bridge.permissions"].items()}
+
+    def media_settings(self) -> MediaSettings:
+        """The SFU's networking settings.
+
+        Raises:
+            ValueError: a value is invalid; the message names the key.
+        """
+        ports = (self.get("media.udp_port_min", 0), self.get("media.udp_port_max", 0))
+        if not all(isinstance(port, int) for port in ports):
+            raise ValueError("media.udp_port_min/udp_port_max: must be port numbers")
+        servers = []
+        for index, server in enumerate(self.get("media.ice_servers", None) or []):
+            urls = server.get("urls") if isinstance(server, dict) else None
+            urls = [urls] if isinstance(urls, str) else urls
+            if not urls or not all(
+                isinstance(url, str) and url.startswith(("stun:", "turn:", "turns:"))
+                for url in urls
+            ):
+                raise ValueError(f"media.ice_servers[{index}].urls: stun:, turn: or turns: URLs")
+            servers.append(
+                IceServer(tuple(urls), server.get("username"), server.get("credential"))
+            )
+        try:
+            return MediaSettings(
+                bind_addresses=tuple(str(a) for a in self.get("media.bind_addresses", None) or []),
+                public_ip=str(self.get("media.public_ip", "") or "") or None,
+                udp_port_min=ports[0] or None,
+                udp_port_max=ports[1] or None,
+                ice_servers=tuple(servers),
+            )
+        except ValueError as e:
+            raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e
 
     def problems(self, *, need_tokens: bool = True) -> list[ConfigProblem]:
         """Every invalid value, each naming its key. Empty when the config is usable."""
@@ -139,12 +187,51 @@ class Config(BaseFileConfig):
             "must be a whole number of days (0 keeps history forever)",
         )
         found.extend(_permission_problems(self.get("bridge.permissions", None)))
+        try:
+            self.media_settings()
+        except (ValueError, TypeError, KeyError) as e:
+            found.append(ConfigProblem("media", str(e)))
+        found.extend(self._focus_problems())
         if need_tokens:
             check(
                 self.registered,
                 "appservice.as_token",
                 "no registration yet: run with --generate-registration first",
             )
+        return found
+
+    def _focus_problems(self) -> list[ConfigProblem]:
+        found = []
+        if not str(self.get("focus.hostname", "")).strip():
+            found.append(ConfigProblem("focus.hostname", "must not be empty"))
+        port = self.get("focus.port", None)
+        if not _is_port(port):
+            found.append(ConfigProblem("focus.port", "must be 1-65535"))
+        elif port == self.get("appservice.port", None):
+            found.append(ConfigProblem("focus.port", "must differ from appservice.port"))
+        public_url = self.get("focus.public_url", "")
+        if public_url != "" and not (
+            _is_http_url(public_url) and not URL(public_url).query_string
+        ):
+            found.append(
+                ConfigProblem("focus.public_url", "must be empty or an http(s) URL without query")
+            )
+        lifetime = self.get("focus.token_lifetime", None)
+        if not (isinstance(lifetime, int) and 60 <= lifetime <= 86400):
+            found.append(ConfigProblem("focus.token_lifetime", "must be 60-86400 seconds"))
+        policy = self.get("focus.rooms_without_bot", None)
+        if policy not in {choice.value for choice in RoomsWithoutBot}:
+            choices = ", ".join(choice.value for choice in RoomsWithoutBot)
+            found.append(ConfigProblem("focus.rooms_without_bot", f"must be one of {choices}"))
+        homeservers = self.get("focus.openid.homeservers", None)
+        if not isinstance(homeservers, dict):
+            return [*found, ConfigProblem("focus.openid.homeservers", "must be a map")]
+        for name, url in homeservers.items():
+            key = f"focus.openid.homeservers.{name}"
+            if not _SERVER_NAME.match(str(name)):
+                found.append(ConfigProblem(key, "not a server name"))
+            if not _is_http_url(url):
+                found.append(ConfigProblem(key, "must be an http:// or https:// base URL"))
         return found
 
     def validate(self, *, need_tokens: bool = True) -> None:

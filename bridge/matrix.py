@@ -85,6 +85,9 @@ class MatrixHandler:
                 html=f"Hi! I run this room's calls. Send <code>{prefix} help</code> "
                 "to see what I can do.",
             )
+        # Who may join the room's calls follows its state. Should this fail, a room joined for
+        # the first time is loaded on its first token request instead.
+        await self.bridge.room_states.load(evt.room_id)
 
     async def _handle_message(self, evt: MessageEvent) -> None:
         if self.is_bridge_user(evt.sender) or evt.content.msgtype != MessageType.TEXT:

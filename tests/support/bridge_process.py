@@ -50,6 +50,7 @@ class BridgeProcess:
     def __init__(self, workdir: Path, homeserver_url: str, domain: str) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self.focus_port = free_port()
         self.config_path = workdir / "config.yaml"
         self.registration_path = workdir / "registration.yaml"
         self.homeserver_url = homeserver_url
@@ -60,6 +61,11 @@ class BridgeProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def focus_url(self) -> str:
+        """The focus listener, also configured as its public URL (no reverse proxy here)."""
+        return f"http://127.0.0.1:{self.focus_port}"
 
     def configure(self, permissions: dict[str, str]) -> None:
         """Follow the README: first run writes a config, edit it, generate the registration."""
@@ -75,6 +81,8 @@ class BridgeProcess:
                 "appservice.address": self.url,
                 "appservice.port": self.port,
                 "bridge.permissions": permissions,
+                "focus.port": self.focus_port,
+                "focus.public_url": self.focus_url,
             },
         )
         generated = run_cli(

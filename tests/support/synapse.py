@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -182,6 +183,23 @@ class Synapse:
             request.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"{}")
+
+    def openid_token(self, user: MatrixUser) -> dict:
+        """A Matrix OpenID token for ``user``, as a client gets one for a focus."""
+        return self.request(
+            "POST",
+            f"/_matrix/client/v3/user/{user.user_id}/openid/request_token",
+            {},
+            token=user.access_token,
+        )
+
+    def expire_openid_token(self, access_token: str) -> None:
+        """Make an OpenID token expired now; Synapse gives no way to issue short-lived ones."""
+        with sqlite3.connect(self.workdir / "homeserver.db") as db:
+            db.execute(
+                "UPDATE open_id_tokens SET ts_valid_until_ms = 0 WHERE token = ?",
+                (access_token,),
+            )
 
     def register_user(self, localpart: str, *, admin: bool = False) -> MatrixUser:
         """Create a user with the shared-secret admin API and return its login."""

@@ -1,0 +1,89 @@
+"""Who may join a room's call, and who may publish in it, from the room's Matrix state.
+
+lk-jwt-service lets anyone with an OpenID token into any call; here the caller must be joined
+to the Matrix room (so bans and kicks apply), and may publish only with the power level the
+room requires for sending call memberships (``org.matrix.msc3401.call.member``), which is how
+a room restricts who takes part in its calls. Membership and power levels come from the
+appservice's state store, complete for rooms the bot is in (see :mod:`bridge.room_state`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mautrix.client.state_store import StateStore
+from mautrix.types import EventType, Membership, PowerLevelStateEventContent, RoomID, UserID
+
+from ..permissions import PermissionLevel, level_for
+from ..room_state import RoomStates
+from .errors import Forbidden
+
+CALL_MEMBER = EventType.find("org.matrix.msc3401.call.member", EventType.Class.STATE)
+
+
+class RoomsWithoutBot(StrEnum):
+    """What to do for rooms the bot is not in, whose state the bridge cannot see."""
+
+    DENY = "deny"
+    BRIDGE_PERMISSIONS = "bridge_permissions"
+
+
+@dataclass(frozen=True)
+class Access:
+    can_publish: bool
+    can_subscribe: bool = True
+
+
+class RoomAccess:
+    def __init__(
+        self,
+        rooms: RoomStates,
+        bot_mxid: UserID,
+        rooms_without_bot: RoomsWithoutBot,
+        permissions: dict[str, PermissionLevel],
+    ) -> None:
+        self.rooms = rooms
+        self.bot_mxid = bot_mxid
+        self.rooms_without_bot = rooms_without_bot
+        self.permissions = permissions
+
+    @property
+    def store(self) -> StateStore:
+        return self.rooms.store
+
+    async def check(self, room_id: RoomID, user_id: UserID) -> Access:
+        """What ``user_id`` may do in the call of ``room_id``.
+
+        Raises:
+            Forbidden: the caller may not join the call at all; the message says why.
+        """
+        if not await self.store.is_joined(room_id, self.bot_mxid):
+            return self._without_bot(user_id)
+        await self.rooms.ensure_loaded(room_id)
+        membership = await self.store.get_membership(room_id, user_id)
+        if membership == Membership.BAN:
+            raise Forbidden("You are banned from this room.")
+        if membership != Membership.JOIN:
+            raise Forbidden("Only members of the room can join its call; join the room first.")
+        return Access(can_publish=await self._may_send_call_member(room_id, user_id))
+
+    def _without_bot(self, user_id: UserID) -> Access:
+        if self.rooms_without_bot == RoomsWithoutBot.BRIDGE_PERMISSIONS and level_for(
+            user_id, self.permissions
+        ).allows(PermissionLevel.USER):
+            return Access(can_publish=True)
+        raise Forbidden(
+            f"The conference bridge is not in this room. Invite {self.bot_mxid} to hold calls "
+            "here."
+        )
+
+    async def _may_send_call_member(self, room_id: RoomID, user_id: UserID) -> bool:
+        create = await self.store.get_create(room_id)
+        levels = await self.store.get_power_levels(room_id)
+        if levels is None:
+            # A room without power levels: its creator has 100, everyone else 0, and any
+            # state event needs 0 (the spec's defaults).
+            creator = {create.sender: 100} if create is not None else {}
+            levels = PowerLevelStateEventContent(users=creator, state_default=0)
+        return levels.get_user_level(user_id, create) >= levels.get_event_level(CALL_MEMBER)

@@ -1,0 +1,94 @@
+"""The focus's HTTP API, compatible with lk-jwt-service: ``POST /sfu/get``, ``POST /get_token``,
+``GET /healthz``, CORS for browsers, and Matrix-style errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import logging
+
+from aiohttp import web
+
+from .errors import FocusError
+from .requests import TokenRequest, parse_get_token, parse_sfu_get
+from .token_api import TokenService
+
+log = logging.getLogger("mau.focus.http")
+
+MAX_BODY = 64 * 1024
+"""Token requests are a few hundred bytes; this leaves room and bounds what a caller sends."""
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": (
+        "Accept, Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token"
+    ),
+}
+
+
+def matrix_error(status: int, errcode: str, message: str) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message}, status=status)
+
+
+async def _add_cors_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, errors included: a browser hides the status of a response without them,
+    and Element Call must see the 404 of its delegation probe as a 404."""
+    response.headers.update(CORS_HEADERS)
+
+
+def create_app() -> web.Application:
+    """The focus listener's application; token routes are added by :func:`add_token_routes`,
+    the signalling adds its own."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_add_cors_headers)
+    app.router.add_get("/healthz", _ok)
+    return app
+
+
+def add_token_routes(app: web.Application, service: TokenService) -> None:
+    routes = _TokenRoutes(service)
+    app.router.add_post("/sfu/get", routes.sfu_get)
+    app.router.add_post("/get_token", routes.get_token)
+    app.router.add_post("/delegate_delayed_leave", _delegate_delayed_leave)
+    for path in ("/sfu/get", "/get_token", "/delegate_delayed_leave"):
+        app.router.add_route("OPTIONS", path, _ok)
+
+
+async def _ok(_request: web.Request) -> web.Response:
+    """``/healthz``, and CORS preflights (the headers come from ``_add_cors_headers``)."""
+    return web.Response()
+
+
+async def _delegate_delayed_leave(_request: web.Request) -> web.Response:
+    """Must stay 404 until delegation is implemented: Element Call takes any other answer to
+    its probe as support, stops restarting its delayed leave event itself, and a crashed
+    client's membership then lingers for up to an hour."""
+    return matrix_error(
+        404, "M_UNRECOGNIZED", "This focus does not take over delayed leave events."
+    )
+
+
+class _TokenRoutes:
+    def __init__(self, service: TokenService) -> None:
+        self.service = service
+
+    async def sfu_get(self, request: web.Request) -> web.Response:
+        return await self._answer(request, parse_sfu_get)
+
+    async def get_token(self, request: web.Request) -> web.Response:
+        return await self._answer(request, parse_get_token)
+
+    async def _answer(
+        self, request: web.Request, parse: Callable[[bytes], TokenRequest]
+    ) -> web.Response:
+        try:
+            body = await request.read()
+            return web.json_response(await self.service.answer(parse(body)))
+        except web.HTTPRequestEntityTooLarge:
+            return matrix_error(413, "M_TOO_LARGE", f"The body is over {MAX_BODY} bytes.")
+        except FocusError as e:
+            log.debug("Refused a token request to %s: %s", request.path, e.message)
+            return matrix_error(e.status, e.errcode, e.message)
+        except Exception:
+            log.exception("Token request to %s failed", request.path)
+            return matrix_error(500, "M_UNKNOWN", "The focus failed to answer; try again.")

@@ -1,0 +1,59 @@
+"""From a token request to ``{"url", "jwt"}``: who is calling, may they join, what may they do."""
+
+from __future__ import annotations
+
+import logging
+
+from .access import RoomAccess
+from .errors import Unauthorized
+from .livekit_ids import identity_for, legacy_identity_for, room_alias_for
+from .openid import OpenIDVerifier
+from .requests import TokenRequest
+from .tokens import FocusGrant, FocusTokens, VideoGrants
+
+log = logging.getLogger("mau.focus.tokens")
+
+
+class TokenService:
+    def __init__(
+        self,
+        verifier: OpenIDVerifier,
+        access: RoomAccess,
+        tokens: FocusTokens,
+        signalling_url: str,
+    ) -> None:
+        self.verifier = verifier
+        self.access = access
+        self.tokens = tokens
+        self.signalling_url = signalling_url
+
+    async def answer(self, request: TokenRequest) -> dict[str, str]:
+        """The token response, or a :class:`~.errors.FocusError` saying why not."""
+        user_id = await self.verifier.verify(request.openid_token)
+        if request.claimed_user_id is not None and request.claimed_user_id != user_id:
+            raise Unauthorized("The OpenID token belongs to another user than `claimed_user_id`.")
+        allowed = await self.access.check(request.room_id, user_id)
+        if request.member_id is None:
+            identity = legacy_identity_for(user_id, request.device_id)
+        else:
+            identity = identity_for(user_id, request.device_id, request.member_id)
+        grant = FocusGrant(
+            identity=identity,
+            user_id=user_id,
+            device_id=request.device_id,
+            room_id=request.room_id,
+            slot_id=request.slot_id,
+            video=VideoGrants(
+                room=room_alias_for(request.room_id, request.slot_id),
+                can_publish=allowed.can_publish,
+                can_subscribe=allowed.can_subscribe,
+            ),
+        )
+        log.info(
+            "Token for %s (device %s) in %s%s",
+            user_id,
+            request.device_id,
+            request.room_id,
+            "" if allowed.can_publish else ", subscribe only",
+        )
+        return {"url": self.signalling_url, "jwt": self.tokens.issue(grant)}

@@ -1,0 +1,95 @@
+"""The ``focus:`` config section: validation naming the key, upgrades, derived URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from yarl import URL
+
+from bridge import resources
+from bridge.config import Config
+from bridge.focus.service import openid_servers, signalling_url
+
+from ..support.bridge_process import edit_config
+
+
+def load(path: Path, values: dict[str, object]) -> Config:
+    path.write_text(resources.example_config())
+    edit_config(path, {"homeserver.domain": "example.org", **values})
+    config = Config(str(path))
+    config.load()
+    return config
+
+
+def focus_problems(config: Config) -> dict[str, str]:
+    return {p.key: p.message for p in config.problems() if p.key.startswith("focus.")}
+
+
+def test_the_example_focus_section_is_valid(tmp_path: Path) -> None:
+    assert focus_problems(load(tmp_path / "config.yaml", {})) == {}
+
+
+def test_bad_focus_values_are_named(tmp_path: Path) -> None:
+    config = load(
+        tmp_path / "config.yaml",
+        {
+            "focus.hostname": "",
+            "focus.port": 29333,
+            "focus.public_url": "https://rtc.example.org/?x=1",
+            "focus.token_lifetime": 10,
+            "focus.rooms_without_bot": "allow",
+            "focus.openid.homeservers": {"bad name!": "ftp://x", "ok.example": "http://hs:8008"},
+        },
+    )
+    problems = focus_problems(config)
+    assert set(problems) == {
+        "focus.hostname",
+        "focus.port",
+        "focus.public_url",
+        "focus.token_lifetime",
+        "focus.rooms_without_bot",
+        "focus.openid.homeservers.bad name!",
+    }
+    assert problems["focus.port"] == "must differ from appservice.port"
+    assert "deny, bridge_permissions" in problems["focus.rooms_without_bot"]
+
+
+def test_upgrade_adds_the_focus_section_and_keeps_the_admins_map(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    config = load(path, {"focus.openid.homeservers": {"corp.example": "http://10.0.0.5:8008"}})
+    config.update(save=True)
+    text = path.read_text()
+    assert "    # Where the focus listener binds." in text
+    assert "        # Base URLs of homeservers by server name" in text
+    assert "\n# Python logging configuration" in text
+    assert dict(YAML().load(text)["focus"]["openid"]["homeservers"]) == {
+        "corp.example": "http://10.0.0.5:8008"
+    }
+
+    old = resources.example_config().split("\nfocus:\n")[0] + "\n"
+    path.write_text(old)
+    config = Config(str(path))
+    config.load()
+    config.update(save=True)
+    upgraded = YAML().load(path.read_text())
+    assert upgraded["focus"]["rooms_without_bot"] == "deny"
+    assert "rooms_without_bot: deny" in path.read_text()
+
+
+def test_signalling_url_follows_the_public_url() -> None:
+    assert signalling_url("https://rtc.example.org/conf/", "127.0.0.1", 1) == (
+        "wss://rtc.example.org/conf"
+    )
+    assert signalling_url("http://127.0.0.1:8080", "127.0.0.1", 1) == "ws://127.0.0.1:8080"
+    assert signalling_url("", "127.0.0.1", 29334) == "ws://127.0.0.1:29334"
+
+
+def test_own_homeserver_is_reached_at_its_address_unless_mapped(tmp_path: Path) -> None:
+    config = load(tmp_path / "config.yaml", {"homeserver.address": "http://127.0.0.1:8008"})
+    assert openid_servers(config) == {"example.org": URL("http://127.0.0.1:8008")}
+    config = load(
+        tmp_path / "config.yaml",
+        {"focus.openid.homeservers": {"example.org": "https://matrix.example.org"}},
+    )
+    assert openid_servers(config) == {"example.org": URL("https://matrix.example.org")}

@@ -1,0 +1,92 @@
+"""OpenID verification against loopback homeservers found by discovery (the real Synapse is
+in test_token_service.py): who may vouch for whom, caching, and failures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+import asyncio
+
+import pytest
+
+from bridge.focus.errors import Unauthorized
+from bridge.focus.openid import OpenIDToken, OpenIDVerifier
+from bridge.focus.server_discovery import ServerDiscovery
+
+from ..support.ports import free_port
+from .federation_fakes import FakeFederation, FakeSrv, federation_fake
+
+
+@pytest.fixture
+async def fake(tmp_path: Path) -> AsyncIterator[FakeFederation]:
+    async with federation_fake(tmp_path) as fake:
+        fake.well_known["example.test"] = {"m.server": "delegated.test"}
+        fake.users["good-token"] = "@alice:example.test"
+        yield fake
+
+
+def verifier(fake: FakeFederation, srv: FakeSrv | None = None) -> OpenIDVerifier:
+    srv = srv or FakeSrv({"_matrix-fed._tcp.delegated.test": [("target.test", 8448)]})
+    return OpenIDVerifier(fake.session, ServerDiscovery(fake.session, srv))
+
+
+async def test_token_is_verified_at_the_discovered_server(fake: FakeFederation) -> None:
+    user_id = await verifier(fake).verify(OpenIDToken("good-token", "example.test", 3600))
+    assert user_id == "@alice:example.test"
+    [request] = fake.userinfo_requests()
+    # Connected to the SRV target, but speaking to (and checking the certificate of) the
+    # delegated name.
+    assert (request.host, request.sni) == ("delegated.test", "delegated.test")
+
+
+async def test_identical_lookups_share_one_request_and_are_cached(fake: FakeFederation) -> None:
+    check = verifier(fake)
+    token = OpenIDToken("good-token", "example.test")
+    results = await asyncio.gather(check.verify(token), check.verify(token))
+    assert results == ["@alice:example.test", "@alice:example.test"]
+    assert await check.verify(token) == "@alice:example.test"
+    assert len(fake.userinfo_requests()) == 1
+
+
+async def test_a_server_cannot_vouch_for_users_of_another(fake: FakeFederation) -> None:
+    fake.users["foreign"] = "@alice:other.test"
+    with pytest.raises(Unauthorized, match="a user of another server"):
+        await verifier(fake).verify(OpenIDToken("foreign", "example.test"))
+
+
+async def test_rejected_tokens_are_refused_and_briefly_remembered(fake: FakeFederation) -> None:
+    check = verifier(fake)
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="rejected the token"):
+            await check.verify(OpenIDToken("forged", "example.test"))
+    assert len(fake.userinfo_requests()) == 1
+
+
+async def test_server_errors_are_not_remembered(fake: FakeFederation) -> None:
+    check = verifier(fake)
+    fake.userinfo_status = 502
+    with pytest.raises(Unauthorized, match="failed to verify"):
+        await check.verify(OpenIDToken("good-token", "example.test"))
+    fake.userinfo_status = 200
+    assert await check.verify(OpenIDToken("good-token", "example.test")) == "@alice:example.test"
+
+
+async def test_unreachable_servers_are_tried_in_order(fake: FakeFederation) -> None:
+    srv = FakeSrv(
+        {
+            "_matrix-fed._tcp.delegated.test": [
+                ("127.0.0.1", free_port()),
+                ("target.test", 8448),
+            ]
+        }
+    )
+    assert await verifier(fake, srv).verify(OpenIDToken("good-token", "example.test")) == (
+        "@alice:example.test"
+    )
+    lonely = FakeSrv({"_matrix-fed._tcp.delegated.test": [("127.0.0.1", free_port())]})
+    with pytest.raises(Unauthorized, match="Could not reach"):
+        await verifier(fake, lonely).verify(OpenIDToken("good-token", "example.test"))
+
+
+async def test_the_token_never_appears_in_its_repr() -> None:
+    assert "secret-token" not in repr(OpenIDToken("secret-token", "example.test"))
