@@ -20,6 +20,7 @@ from . import db as tables
 from .conferences import Conferences
 from .config import Config
 from .focus import Focus
+from .livekit import LiveKitSignalling
 from .matrix import MatrixHandler
 from .permissions import PermissionLevel
 from .room_state import RoomStates
@@ -68,6 +69,8 @@ class Bridge:
         self.conferences = Conferences(self.sfu)
         self.room_states = RoomStates(self.az)
         self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
+        self.signalling = LiveKitSignalling(self.focus, self.conferences, self.sfu.settings)
+        self.signalling.add_routes(self.focus.app)
         self.matrix = MatrixHandler(self)
         self.az.matrix_event_handler(self.matrix.handle_event)
         ghost = re.escape(config.ghost_localpart("\0")).replace(re.escape("\0"), ".+")
@@ -101,6 +104,7 @@ class Bridge:
                 e,
             )
         self._running.push_async_callback(self.focus.stop)
+        self._running.push_async_callback(self.signalling.stop)
         await self._start_focus()
         self.az.ready = True
         prune_task = asyncio.create_task(self._prune_history_forever())

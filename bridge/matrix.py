@@ -53,9 +53,16 @@ class MatrixHandler:
             log.exception("Failed to handle %s %s in %s", evt.type, evt.event_id, evt.room_id)
 
     async def _handle_member(self, evt: StateEvent, content: MemberStateEventContent) -> None:
-        if evt.state_key != self.bot_mxid:
-            return
         membership = content.membership
+        if evt.state_key != self.bot_mxid:
+            if membership in (Membership.LEAVE, Membership.BAN):
+                reason = (
+                    "banned from the room" if membership == Membership.BAN else "left the room"
+                )
+                await self.bridge.signalling.disconnect_user(
+                    evt.room_id, UserID(evt.state_key), reason
+                )
+            return
         if membership == Membership.INVITE:
             await self._handle_bot_invite(evt)
         elif membership in (Membership.LEAVE, Membership.BAN) and evt.sender != self.bot_mxid:

@@ -37,6 +37,7 @@ class Subscription:
         self.transceiver: RTCRtpTransceiver | None = None
         self.ssrc = 0
         self.source: PublishedTrack | None = None
+        self.paused = False
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmitted = 0
@@ -93,6 +94,17 @@ class Subscription:
             if self.active:
                 source.request_keyframe(f"{self.subscriber_id} switched")
 
+    def set_paused(self, paused: bool) -> None:
+        """Stop or resume forwarding while keeping the source: clients pause video they do not
+        display (LiveKit's adaptive stream). Resuming starts at the next key frame."""
+        if paused == self.paused:
+            return
+        self.paused = paused
+        if not paused:
+            self._waiting = True
+            if self.source is not None and self.active:
+                self.source.request_keyframe(f"{self.subscriber_id} resumed")
+
     def resync(self) -> None:
         """Wait for the next key frame and start a new segment there."""
         self._waiting = True
@@ -132,7 +144,7 @@ class Subscription:
         self, packet: bytes, seq: int, ts: int, keyframe: bool, info: Vp8Info | None, now: float
     ) -> None:
         """Send one canonical packet of the source (the per-packet hot path)."""
-        if self._output is None or self._payload_type < 0:
+        if self._output is None or self._payload_type < 0 or self.paused:
             return
         if self._waiting:
             if not keyframe:

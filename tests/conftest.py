@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aioice.ice
 import pytest
 
 from .support.bridge_process import BridgeProcess
@@ -61,4 +62,28 @@ def synapse(homeserver: Synapse, bridge_home: BridgeProcess) -> Iterator[Synapse
 
 @pytest.fixture(scope="session")
 def users(synapse: Synapse) -> dict[str, MatrixUser]:
-    return {name: synapse.register_user(name) for name in ("alice", "bob", "mallory")}
+    return {name: synapse.register_user(name) for name in ("alice", "bob", "carol", "mallory")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_ice() -> Iterator[None]:
+    """aiortc peers in tests gather ICE candidates on 127.0.0.1 only (aioice skips loopback
+    by default, and tests must not use other interfaces)."""
+    original = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    yield
+    aioice.ice.get_host_addresses = original
+
+
+@pytest.fixture(scope="module")
+def running_bridge(
+    bridge_home: BridgeProcess, synapse: Synapse, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BridgeProcess]:
+    """The bridge process on its embedded SQLite database, for tests where the backend
+    does not matter."""
+    bridge_home.use_database(f"sqlite:{tmp_path_factory.mktemp('db') / 'bridge.db'}")
+    bridge_home.start()
+    try:
+        yield bridge_home
+    finally:
+        assert bridge_home.stop() == 0

@@ -1,26 +1,16 @@
-"""Fixtures for SFU tests: loopback-only networking and a started SFU."""
+"""Fixtures for SFU tests: a started SFU on loopback (client peers: see tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 import itertools
 
 from sfu_peers import Room
-import aioice.ice
 import pytest
 
 from sfu import SFU, MediaSettings
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def loopback_only() -> Iterator[None]:
-    """Client peers gather on 127.0.0.1 only (aioice skips loopback by default)."""
-    original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    yield
-    aioice.ice.get_host_addresses = original
 
 
 @pytest.fixture(scope="session")

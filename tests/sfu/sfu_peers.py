@@ -1,8 +1,5 @@
-"""Real aiortc client peers driving the SFU on loopback, with synthetic marked media.
-
-Video frames are flat grey images whose luma identifies the publisher (the marker survives
-VP8 encoding and decoding); audio is a sine whose amplitude sets the RFC 6464 level aiortc's
-encoder writes. Clients use LiveKit's v0 layout: a publisher PC (client offers) and a
+"""Real aiortc client peers driving the SFU on loopback, with synthetic marked media
+(:mod:`tests.support.media`). Clients use LiveKit's v0 layout: a publisher PC (client offers) and a
 subscriber PC (SFU offers, renegotiated on ``NegotiationNeeded``).
 """
 
@@ -10,79 +7,21 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 from collections.abc import Callable
-from dataclasses import dataclass, field
 import asyncio
-import fractions
 import time
 
 from aiortc import (
     MediaStreamTrack,
-    RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
-from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket, is_rtcp
-import av
-import numpy as np
 
 from sfu import Conference, Event, NegotiationNeeded, Participant, TransportRole
+from tests.support.media import MarkedVideo, Received, ToneAudio, config, consume
 
-WIDTH, HEIGHT = 160, 120
+__all__ = ["MarkedVideo", "Received", "ToneAudio", "config"]  # re-exported for the tests
 E = TypeVar("E")
-
-
-class MarkedVideo(VideoStreamTrack):
-    """Flat frames of a given luma: the publisher's marker."""
-
-    def __init__(self, luma: int) -> None:
-        super().__init__()
-        image = np.full((HEIGHT * 3 // 2, WIDTH), 128, dtype=np.uint8)
-        image[:HEIGHT] = luma
-        self._image = image
-
-    async def recv(self) -> av.VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        frame = av.VideoFrame.from_ndarray(self._image, format="yuv420p")
-        frame.pts, frame.time_base = pts, time_base
-        return frame
-
-
-class ToneAudio(AudioStreamTrack):
-    """A 440 Hz tone; ``amplitude`` (0..1) can change while running."""
-
-    def __init__(self, amplitude: float) -> None:
-        super().__init__()
-        self.amplitude = amplitude
-        self._phase = 0
-
-    async def recv(self) -> av.AudioFrame:
-        frame = await super().recv()  # paces 20 ms frames of silence
-        assert isinstance(frame, av.AudioFrame)
-        samples = frame.samples
-        t = (np.arange(samples) + self._phase) / frame.sample_rate
-        self._phase += samples
-        tone = (np.sin(2 * np.pi * 440 * t) * 32767 * self.amplitude).astype(np.int16)
-        out = av.AudioFrame.from_ndarray(tone.reshape(1, -1), format="s16", layout="mono")
-        out.sample_rate = frame.sample_rate
-        out.pts = frame.pts
-        out.time_base = fractions.Fraction(1, frame.sample_rate)
-        return out
-
-
-@dataclass
-class Received:
-    """What a client decoded from one remote track."""
-
-    video_frames: int = 0
-    audio_frames: int = 0
-    lumas: list[float] = field(default_factory=list)
-
-
-def config() -> RTCConfiguration:
-    """No ICE servers; one bundled transport, as browsers use with LiveKit."""
-    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 class ClientPeer:
@@ -130,20 +69,7 @@ class ClientPeer:
             await self.subscriber.accept_answer(self.sub_pc.localDescription.sdp)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        self._spawn(self._consume(track))
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        stats = self.received.setdefault(track.id, Received())
-        try:
-            while True:
-                frame = await track.recv()
-                if isinstance(frame, av.VideoFrame):
-                    stats.video_frames += 1
-                    stats.lumas.append(float(frame.to_ndarray(format="yuv420p")[:HEIGHT].mean()))
-                else:
-                    stats.audio_frames += 1
-        except MediaStreamError:
-            pass
+        self._spawn(consume(track, self.received.setdefault(track.id, Received())))
 
     def video_from(self, name: str) -> Received:
         return self.received.get(f"{name}-video", Received())

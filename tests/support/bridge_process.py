@@ -83,6 +83,7 @@ class BridgeProcess:
                 "bridge.permissions": permissions,
                 "focus.port": self.focus_port,
                 "focus.public_url": self.focus_url,
+                "media.bind_addresses": ["127.0.0.1"],
             },
         )
         generated = run_cli(

@@ -1,0 +1,185 @@
+"""The signalling endpoints on the focus listener: ``/rtc`` (and ``/rtc/validate``), checked
+against the focus's tokens and the room's Matrix state, each connection a :class:`SignalSession`.
+
+Protocol v1 (``/rtc/v1``, one peer connection) answers 404, which makes livekit-client fall back
+to v0 at once (it asks ``/rtc/v1/validate``, sees 404 and reconnects on ``/rtc``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from dataclasses import dataclass
+import asyncio
+import logging
+
+from aiohttp import web
+from livekit.protocol import models
+from mautrix.types import RoomID, UserID
+
+from ..conferences import Conferences, Profile, Via
+from ..db import Room
+from ..focus.errors import Forbidden
+from ..focus.tokens import FocusGrant, InvalidFocusToken
+from .ids import new_sid
+from .protocol import MAX_MESSAGE_BYTES, ProtocolViolation, connect_request
+from .room import LiveKitRoom, RoomParticipant
+from .session import SignalSession
+
+if TYPE_CHECKING:
+    from sfu import MediaSettings
+
+    from ..focus import Focus
+
+log = logging.getLogger("mau.livekit")
+
+EMPTY_CONFERENCE_GRACE_S = 20.0
+"""How long an empty conference stays open, so a participant reconnecting finds it again."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    grant: FocusGrant
+    conference_id: str
+    can_publish: bool
+    auto_subscribe: bool
+
+
+class LiveKitSignalling:
+    def __init__(self, focus: Focus, conferences: Conferences, media: MediaSettings) -> None:
+        self.focus = focus
+        self.conferences = conferences
+        self.media = media
+        self.rooms: dict[str, LiveKitRoom] = {}
+        """By conference id: only conferences with LiveKit clients have one."""
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/rtc", self._connect)
+        app.router.add_get("/rtc/validate", self._validate)
+        app.router.add_get("/rtc/v1", _not_supported)
+        app.router.add_get("/rtc/v1/validate", _not_supported)
+
+    async def stop(self) -> None:
+        """End every session (clients are told the server shuts down) before the listener
+        stops, which would otherwise wait for their WebSockets."""
+        for task in self._closing:
+            task.cancel()
+        for room in list(self.rooms.values()):
+            conference = self.conferences.sfu.conference(room.conference_id)
+            for sid in list(room.sessions):
+                if conference is not None:
+                    await conference.remove(sid, "server shutdown")
+
+    async def disconnect_user(self, room_id: RoomID, user_id: UserID, reason: str) -> None:
+        """Remove a user's connections from a room's call (banned, kicked, left the room)."""
+        room = await Room.get(room_id)
+        conference = self.conferences.sfu.conference(room.conference_id) if room else None
+        if conference is None:
+            return
+        for participant in conference.participants:
+            profile = self.conferences.profile(conference.id, participant.id)
+            if profile is not None and profile.user_id == user_id:
+                log.info("Removing %s from the call in %s: %s", user_id, room_id, reason)
+                await conference.remove(participant.id, reason)
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def _admit(self, request: web.Request) -> Admission:
+        """Check the token and, again, the room: the token may be an hour old.
+
+        Raises:
+            web.HTTPException: 400, 401 or 403 with a reason the client shows.
+        """
+        try:
+            connect = connect_request(request, single_pc=False)
+            grant = self.focus.verify(connect.token)
+        except ProtocolViolation as e:
+            raise web.HTTPBadRequest(text=str(e)) from e
+        except InvalidFocusToken as e:
+            raise web.HTTPUnauthorized(text=str(e)) from e
+        try:
+            access = await self.focus.access.check(RoomID(grant.room_id), UserID(grant.user_id))
+        except Forbidden as e:
+            raise web.HTTPForbidden(text=str(e)) from e
+        room = await Room.get_or_create(RoomID(grant.room_id))
+        return Admission(
+            grant,
+            room.conference_id,
+            can_publish=grant.video.can_publish and access.can_publish,
+            auto_subscribe=connect.auto_subscribe,
+        )
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        await self._admit(request)
+        return web.Response(text="success")
+
+    async def _connect(self, request: web.Request) -> web.WebSocketResponse:
+        admission = await self._admit(request)
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
+        await ws.prepare(request)
+        grant = admission.grant
+        room = self._room(admission.conference_id, grant.room_alias)
+        await self._replace_duplicate(room, grant.identity)
+        sid = new_sid("PA_")
+        participant = self.conferences.join(
+            admission.conference_id,
+            sid,
+            Profile(grant.user_id, grant.device_id, Via.MATRIXRTC, identity=grant.identity),
+            auto_subscribe=admission.auto_subscribe,
+        )
+        me = RoomParticipant(
+            sid=sid,
+            identity=grant.identity,
+            name=grant.user_id,
+            permission=models.ParticipantPermission(
+                can_publish=admission.can_publish,
+                can_subscribe=grant.video.can_subscribe,
+                can_publish_data=admission.can_publish,
+                can_update_metadata=True,
+            ),
+        )
+        session = SignalSession(ws, room, me, participant, grant, self.focus.tokens, self.media)
+        room.add(me, session)
+        room.participant_changed(me)
+        log.info("%s joined conference %s", grant.user_id, admission.conference_id)
+        try:
+            await session.run()
+        finally:
+            conference = self.conferences.sfu.conference(admission.conference_id)
+            if conference is not None:
+                await conference.remove(sid, "left")
+        return ws
+
+    def _room(self, conference_id: str, name: str) -> LiveKitRoom:
+        room = self.rooms.get(conference_id)
+        if room is None:
+            self.conferences.get_or_create(conference_id)
+            room = LiveKitRoom(name, conference_id, self.conferences, self._room_empty)
+            self.rooms[conference_id] = room
+        return room
+
+    async def _replace_duplicate(self, room: LiveKitRoom, identity: str) -> None:
+        """One identity, one connection (as LiveKit does): a reconnecting client replaces its
+        stale self instead of appearing twice."""
+        for participant in list(room.participants.values()):
+            if participant.identity == identity and participant.sid in room.sessions:
+                conference = self.conferences.sfu.conference(room.conference_id)
+                if conference is not None:
+                    await conference.remove(participant.sid, "duplicate identity")
+
+    def _room_empty(self, room: LiveKitRoom) -> None:
+        if self.rooms.get(room.conference_id) is room:
+            del self.rooms[room.conference_id]
+        room.close()
+        task = asyncio.get_running_loop().create_task(self._close_later(room.conference_id))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_later(self, conference_id: str) -> None:
+        await asyncio.sleep(EMPTY_CONFERENCE_GRACE_S)
+        if conference_id not in self.rooms:
+            await self.conferences.close_if_empty(conference_id)
+
+
+async def _not_supported(_request: web.Request) -> web.Response:
+    return web.Response(status=404, text="single peer connection mode is not supported")

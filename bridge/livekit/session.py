@@ -1,0 +1,397 @@
+"""One client's signalling session: its WebSocket, translated into SFU calls one way and room
+events into ``SignalResponse`` messages the other way.
+
+Protocol v0 (``/rtc``) uses two peer connections: the client offers on its publisher
+connection, the SFU offers on the subscriber connection and renegotiates it whenever what the
+client receives changes. Everything the client sends is validated; a violation closes this
+session only, with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from livekit.protocol import models, rtc
+
+from sfu import Participant, TrackInfo, TrackKind, Transport, TransportRole
+
+from ..focus.tokens import FocusGrant, FocusTokens
+from .ids import new_sid
+from .protocol import (
+    PROTOCOL_VERSION,
+    ProtocolViolation,
+    check_sdp,
+    decode_request,
+    encode_response,
+)
+from .room import LiveKitRoom, RoomParticipant
+
+if TYPE_CHECKING:
+    from sfu import MediaSettings
+
+log = logging.getLogger("mau.livekit.session")
+
+SERVER_VERSION = "1.9.0"
+"""The LiveKit server version whose protocol this signalling follows."""
+PING_INTERVAL_S = 5
+PING_TIMEOUT_S = 15
+MAX_TRACKS = 16
+"""Tracks one participant may publish (camera, microphone, screen share and its audio, ...)."""
+MAX_QUEUED_RESPONSES = 1000
+"""A client this far behind is not reading; it is dropped rather than buffered forever."""
+_MSID = re.compile(r"^a=msid:\S+ (\S+)", re.MULTILINE)
+_MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
+_TRACK_TYPES = {models.TrackType.AUDIO: TrackKind.AUDIO, models.TrackType.VIDEO: TrackKind.VIDEO}
+
+
+def offered_track_ids(sdp: str) -> dict[str, str]:
+    """mid -> the sender's track id (``a=msid``), which livekit-client sets to the ``cid`` of
+    its ``add_track`` request."""
+    found = {}
+    for section in sdp.split("\nm=")[1:]:
+        mid, msid = _MID.search(section), _MSID.search(section)
+        if mid and msid:
+            found[mid.group(1)] = msid.group(1)
+    return found
+
+
+class SignalSession:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        room: LiveKitRoom,
+        me: RoomParticipant,
+        participant: Participant,
+        grant: FocusGrant,
+        tokens: FocusTokens,
+        media: MediaSettings,
+    ) -> None:
+        self.ws = ws
+        self.room = room
+        self.me = me
+        self.participant = participant
+        self.grant = grant
+        self._tokens = tokens
+        self._media = media
+        self.publisher: Transport = participant.add_transport(TransportRole.PUBLISHER)
+        self.subscriber: Transport = participant.add_transport(TransportRole.SUBSCRIBER)
+        self._pending: dict[str, models.TrackInfo] = {}
+        """Tracks announced with add_track, by cid, until media for them is negotiated."""
+        self._announced: dict[str, models.TrackInfo] = {}
+        """Tracks whose media was negotiated, by SFU track id (= LiveKit track sid)."""
+        self._outbox: asyncio.Queue[rtc.SignalResponse | None] = asyncio.Queue()
+        self._offering = False
+        self._offer_again = False
+        self._last_ping = time.monotonic()
+        self._close_reason: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve the client until it leaves, breaks the protocol or is removed."""
+        self.post(rtc.SignalResponse(join=self._join_response()))
+        if self.participant.subscriptions:  # auto-subscribed to tracks already published
+            self.negotiation_needed(self.subscriber.id)
+        writer = asyncio.create_task(self._write_responses())
+        self._spawn(self._watch_pings())
+        self._spawn(self._refresh_token())
+        try:
+            async for message in self.ws:
+                if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.ERROR):
+                    break
+                await self._handle(decode_request(message))
+                if self._close_reason is not None:
+                    break
+        except ProtocolViolation as e:
+            log.info("Closing session %s: %s", self.me.sid, e)
+            self._close_reason = str(e)
+            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:123])
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self._outbox.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await writer
+            if not self.ws.closed:
+                await self.ws.close()
+
+    def post(self, response: rtc.SignalResponse) -> None:
+        """Queue a message for the client, in order."""
+        if self._outbox.qsize() >= MAX_QUEUED_RESPONSES:
+            self.disconnected("signalling backlog: the client is not reading")
+            return
+        self._outbox.put_nowait(response)
+
+    def disconnected(self, reason: str) -> None:
+        """The SFU removed this participant (transport failure, kick, leave): end the session."""
+        if self._close_reason is None:
+            self._close_reason = reason
+            self.post(
+                rtc.SignalResponse(
+                    leave=rtc.LeaveRequest(
+                        can_reconnect=False,
+                        reason=models.DisconnectReason.PARTICIPANT_REMOVED,
+                        action=rtc.LeaveRequest.Action.DISCONNECT,
+                    )
+                )
+            )
+            self._outbox.put_nowait(None)
+
+    async def _write_responses(self) -> None:
+        while (response := await self._outbox.get()) is not None:
+            try:
+                await self.ws.send_bytes(encode_response(response))
+            except (ConnectionError, RuntimeError):
+                return
+        if self._close_reason is not None and not self.ws.closed:
+            await self.ws.close(code=WSCloseCode.OK, message=self._close_reason.encode()[:123])
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch_pings(self) -> None:
+        """A client that stopped pinging is gone even if its socket still looks open."""
+        while True:
+            await asyncio.sleep(PING_INTERVAL_S)
+            if time.monotonic() - self._last_ping > PING_TIMEOUT_S:
+                log.info("Session %s stopped pinging", self.me.sid)
+                await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"ping timeout")
+                return
+
+    async def _refresh_token(self) -> None:
+        """Hand out a fresh token before the current one expires, so reconnects still work."""
+        while True:
+            await asyncio.sleep(max(self._tokens.lifetime_s // 2, 30))
+            self.post(rtc.SignalResponse(refresh_token=self._tokens.issue(self.grant)))
+
+    def _join_response(self) -> rtc.JoinResponse:
+        return rtc.JoinResponse(
+            room=self.room.info(),
+            participant=self.me.info(),
+            other_participants=self.room.others(self.me.sid),
+            server_version=SERVER_VERSION,
+            server_info=models.ServerInfo(
+                edition=models.ServerInfo.Edition.Standard,
+                version=SERVER_VERSION,
+                protocol=PROTOCOL_VERSION,
+                node_id="matrix-conference-bridge",
+            ),
+            ice_servers=[
+                rtc.ICEServer(
+                    urls=list(server.urls),
+                    username=server.username or "",
+                    credential=server.credential or "",
+                )
+                for server in self._media.ice_servers
+            ],
+            subscriber_primary=False,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=PING_TIMEOUT_S,
+            # The SFU forwards VP8 (with picture-id rewriting on switches) and Opus.
+            enabled_publish_codecs=[
+                models.Codec(mime="video/VP8"),
+                models.Codec(mime="audio/opus"),
+            ],
+        )
+
+    # ------------------------------------------------------------------ client requests
+
+    async def _handle(self, request: rtc.SignalRequest) -> None:
+        kind = request.WhichOneof("message")
+        if kind == "offer":
+            await self._on_offer(request.offer)
+        elif kind == "answer":
+            await self._on_answer(request.answer)
+        elif kind == "trickle":
+            await self._on_trickle(request.trickle)
+        elif kind == "add_track":
+            self._on_add_track(request.add_track)
+        elif kind == "mute":
+            self._on_mute(request.mute)
+        elif kind == "subscription":
+            self._on_subscription(request.subscription)
+        elif kind == "track_setting":
+            self._on_track_setting(request.track_setting)
+        elif kind == "update_metadata":
+            self._on_update_metadata(request.update_metadata)
+        elif kind == "leave":
+            self._close_reason = "left"
+        elif kind == "ping":
+            self._last_ping = time.monotonic()
+            self.post(rtc.SignalResponse(pong=int(time.time() * 1000)))
+        elif kind == "ping_req":
+            self._last_ping = time.monotonic()
+            self.post(
+                rtc.SignalResponse(
+                    pong_resp=rtc.Pong(
+                        last_ping_timestamp=request.ping_req.timestamp,
+                        timestamp=int(time.time() * 1000),
+                    )
+                )
+            )
+        else:
+            # Layer, codec and data-track requests: nothing this SFU acts on.
+            log.debug("Session %s: ignoring %s", self.me.sid, kind)
+
+    async def _on_offer(self, offer: rtc.SessionDescription) -> None:
+        if offer.type != "offer":
+            raise ProtocolViolation(f"offer has type {offer.type!r}")
+        check_sdp(offer.sdp, "offer")
+        track_ids = {
+            mid: self._pending[cid].sid
+            for mid, cid in offered_track_ids(offer.sdp).items()
+            if cid in self._pending
+        }
+        try:
+            answer = await self.publisher.accept_offer(offer.sdp, track_ids)
+        except Exception as e:
+            raise ProtocolViolation(f"bad SDP offer: {e}") from e
+        self.post(
+            rtc.SignalResponse(
+                answer=rtc.SessionDescription(type="answer", sdp=answer, id=offer.id)
+            )
+        )
+
+    async def _on_answer(self, answer: rtc.SessionDescription) -> None:
+        if not self._offering or answer.type != "answer":
+            raise ProtocolViolation("unexpected answer")
+        check_sdp(answer.sdp, "answer")
+        try:
+            await self.subscriber.accept_answer(answer.sdp)
+        except Exception as e:
+            raise ProtocolViolation(f"bad SDP answer: {e}") from e
+        if self._offer_again:
+            await self._offer()
+        else:
+            self._offering = False
+
+    async def _on_trickle(self, trickle: rtc.TrickleRequest) -> None:
+        transport = (
+            self.subscriber if trickle.target == rtc.SignalTarget.SUBSCRIBER else self.publisher
+        )
+        try:
+            init = json.loads(trickle.candidateInit)
+            candidate = init.get("candidate")
+            if not candidate:  # end of candidates
+                await transport.add_remote_candidate(None)
+                return
+            await transport.add_remote_candidate(
+                str(candidate), init.get("sdpMid"), int(init.get("sdpMLineIndex") or 0)
+            )
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ProtocolViolation("malformed ICE candidate") from e
+
+    def _on_add_track(self, request: rtc.AddTrackRequest) -> None:
+        if request.type not in _TRACK_TYPES:
+            raise ProtocolViolation("add_track: only audio and video tracks")
+        if not request.cid or request.cid in self._pending:
+            raise ProtocolViolation("add_track: missing or repeated cid")
+        if len(self._pending) + len(self._announced) >= MAX_TRACKS:
+            raise ProtocolViolation("add_track: too many tracks")
+        if not self.grant.video.can_publish:
+            self.post(
+                rtc.SignalResponse(
+                    request_response=rtc.RequestResponse(
+                        reason=rtc.RequestResponse.Reason.NOT_ALLOWED,
+                        message="publishing needs a higher power level in this room",
+                        add_track=request,
+                    )
+                )
+            )
+            return
+        track = models.TrackInfo(
+            sid=new_sid("TR_"),
+            type=request.type,
+            name=request.name,
+            muted=request.muted,
+            width=request.width,
+            height=request.height,
+            source=request.source,
+            disable_dtx=request.disable_dtx,
+            stereo=request.stereo,
+            disable_red=request.disable_red,
+            layers=request.layers,
+            encryption=request.encryption,
+            stream=request.stream,
+            audio_features=request.audio_features,
+        )
+        self._pending[request.cid] = track
+        self.post(
+            rtc.SignalResponse(
+                track_published=rtc.TrackPublishedResponse(cid=request.cid, track=track)
+            )
+        )
+
+    def _on_mute(self, request: rtc.MuteTrackRequest) -> None:
+        if request.sid in self._announced:
+            self.participant.set_muted(request.sid, request.muted)
+            return
+        for track in self._pending.values():
+            if track.sid == request.sid:
+                track.muted = request.muted
+
+    def _on_subscription(self, request: rtc.UpdateSubscription) -> None:
+        if not self.grant.video.can_subscribe:
+            return
+        sids = list(request.track_sids)
+        for participant_tracks in request.participant_tracks:
+            sids.extend(participant_tracks.track_sids)
+        for sid in sids:
+            if not request.subscribe:
+                self.participant.unsubscribe(sid)
+                continue
+            try:
+                self.participant.subscribe(sid, self.subscriber.id)
+            except LookupError:
+                log.debug("Session %s: no track %s to subscribe to", self.me.sid, sid)
+
+    def _on_track_setting(self, request: rtc.UpdateTrackSettings) -> None:
+        """adaptiveStream pauses video the client does not display."""
+        for sid in request.track_sids:
+            subscription = self.participant.subscription_for(sid)
+            if subscription is not None:
+                subscription.set_paused(request.disabled)
+
+    def _on_update_metadata(self, request: rtc.UpdateParticipantMetadata) -> None:
+        self.me.name = request.name or self.me.name
+        self.me.metadata = request.metadata or self.me.metadata
+        self.room.participant_changed(self.me)
+
+    # ------------------------------------------------------------------ room events
+
+    def negotiation_needed(self, transport_id: str) -> None:
+        if transport_id != self.subscriber.id:
+            return
+        if self._offering:
+            self._offer_again = True
+        else:
+            self._offering = True
+            self._spawn(self._offer())
+
+    async def _offer(self) -> None:
+        """One offer at a time: changes made meanwhile are offered once this one is answered."""
+        self._offer_again = False
+        sdp = await self.subscriber.create_offer()
+        self.post(rtc.SignalResponse(offer=rtc.SessionDescription(type="offer", sdp=sdp)))
+
+    def published(self, track: TrackInfo) -> models.TrackInfo | None:
+        for cid, info in self._pending.items():
+            if info.sid == track.track_id:
+                del self._pending[cid]
+                info.mime_type = track.codec
+                info.mid = track.mid or ""
+                info.codecs.append(models.SimulcastCodecInfo(mime_type=track.codec, mid=info.mid))
+                self._announced[info.sid] = info
+                return info
+        return None

@@ -1,0 +1,221 @@
+"""LiveKit signalling of the running bridge, with aiortc clients that get their tokens through
+the real token flow (Matrix OpenID from the real Synapse): media, speakers, bad clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+
+from livekit.protocol import models, rtc
+from mautrix.types import Membership, RoomID, UserID
+import aiohttp
+import pytest
+
+from .support.bridge_process import BridgeProcess
+from .support.livekit_client import LiveKitClient, wait_until
+from .support.matrix_client import matrix_client, wait_for_membership
+from .support.synapse import SERVER_NAME, MatrixUser, Synapse
+
+BOT = UserID(f"@callbot:{SERVER_NAME}")
+CALL_MEMBER = "org.matrix.msc3401.call.member"
+LUMAS = {"alice": 40, "bob": 130, "carol": 220}
+
+ClientFactory = Callable[..., Awaitable[LiveKitClient]]
+
+
+async def focus_token(bridge: BridgeProcess, synapse: Synapse, user: MatrixUser, room: str) -> str:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{bridge.focus_url}/sfu/get",
+            json={
+                "room": room,
+                "openid_token": synapse.openid_token(user),
+                "device_id": user.device_id,
+            },
+        ) as response,
+    ):
+        body = await response.json()
+        assert response.status == 200, body
+        return str(body["jwt"])
+
+
+@pytest.fixture
+async def room_id(
+    running_bridge: BridgeProcess, users: dict[str, MatrixUser], synapse: Synapse
+) -> AsyncIterator[RoomID]:
+    """A room with the bot, alice (its creator), bob and carol."""
+    async with matrix_client(users["alice"], synapse.base_url) as alice:
+        room = await alice.create_room(
+            invitees=[BOT, UserID(users["bob"].user_id)],
+            # As Element Call sets up call rooms: every member may publish.
+            power_level_override={"events": {CALL_MEMBER: 0}},
+        )
+        await wait_for_membership(alice, room, BOT, Membership.JOIN)
+        await alice.invite_user(room, UserID(users["carol"].user_id))
+        for name in ("bob", "carol"):
+            async with matrix_client(users[name], synapse.base_url) as member:
+                await member.join_room_by_id(room)
+        yield room
+
+
+@pytest.fixture
+async def connect(
+    running_bridge: BridgeProcess, synapse: Synapse, users: dict[str, MatrixUser], room_id: RoomID
+) -> AsyncIterator[ClientFactory]:
+    """Connect a user's LiveKit client to the room's call; all are closed afterwards."""
+    clients: list[LiveKitClient] = []
+
+    async def factory(name: str, auto_subscribe: bool = True) -> LiveKitClient:
+        token = await focus_token(running_bridge, synapse, users[name], room_id)
+        client = LiveKitClient(running_bridge.focus_url, token)
+        clients.append(client)
+        await client.connect(auto_subscribe)
+        return client
+
+    yield factory
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+def decodes(receiver: LiveKitClient, sender: LiveKitClient, luma: int) -> bool:
+    video = receiver.video_from(sender)
+    recent = video.lumas[-5:]
+    return (
+        len(recent) == 5
+        and all(abs(value - luma) < 12 for value in recent)
+        and receiver.audio_from(sender).audio_frames > 25
+    )
+
+
+async def test_three_participants_receive_each_other(connect: ClientFactory) -> None:
+    clients = {name: await connect(name) for name in LUMAS}
+    for name, client in clients.items():
+        await client.publish(luma=LUMAS[name], amplitude=0.3)
+    for name, receiver in clients.items():
+        for other, sender in clients.items():
+            if other != name:
+                await wait_until(lambda r=receiver, s=sender, o=other: decodes(r, s, LUMAS[o]))
+        assert receiver.sid not in receiver.participants
+    identities = {client.identity for client in clients.values()}
+    assert {p.identity for p in clients["alice"].participants.values()} == identities - {
+        clients["alice"].identity
+    }
+    assert clients["alice"].identity.startswith("@alice:localhost:")
+
+
+async def test_join_response_and_late_joiner(connect: ClientFactory) -> None:
+    alice = await connect("alice")
+    assert alice.join is not None
+    assert alice.join.server_info.version
+    assert alice.join.participant.permission.can_publish
+    assert [c.mime for c in alice.join.enabled_publish_codecs] == ["video/VP8", "audio/opus"]
+    assert not alice.join.ice_servers  # nothing configured: no third party
+    await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
+    bob = await connect("bob")
+    assert bob.join is not None
+    assert [p.identity for p in bob.join.other_participants] == [alice.identity]
+    assert len(bob.join.other_participants[0].tracks) == 2
+    await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
+
+
+async def test_louder_participant_is_the_active_speaker(connect: ClientFactory) -> None:
+    alice, bob = await connect("alice"), await connect("bob")
+    await alice.publish(amplitude=0.8)
+    await bob.publish(amplitude=0.0)
+
+    def alice_speaks() -> bool:
+        return any(s.sid == alice.sid and s.active for update in bob.speakers for s in update)
+
+    await wait_until(alice_speaks)
+    assert not any(s.sid == bob.sid and s.active for update in bob.speakers for s in update)
+
+
+async def test_leaving_participant_disappears_for_others(connect: ClientFactory) -> None:
+    alice, bob = await connect("alice"), await connect("bob")
+    await alice.publish(luma=LUMAS["alice"])
+    await wait_until(lambda: alice.sid in bob.participants)
+    await alice.close()
+    await wait_until(lambda: alice.sid not in bob.participants)
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b"\xff\xfe garbage that is no protobuf", "malformed SignalRequest"),
+        (b"", "unknown or empty SignalRequest"),
+        ("{not json", "malformed SignalRequest"),
+        (
+            rtc.SignalRequest(
+                offer=rtc.SessionDescription(type="offer", sdp="v=0\r\nnonsense\r\n", id=1)
+            ).SerializeToString(),
+            "bad SDP offer",
+        ),
+        (
+            rtc.SignalRequest(
+                trickle=rtc.TrickleRequest(
+                    candidateInit="[1, 2", target=rtc.SignalTarget.PUBLISHER
+                )
+            ).SerializeToString(),
+            "malformed ICE candidate",
+        ),
+        (
+            rtc.SignalRequest(
+                add_track=rtc.AddTrackRequest(cid="x", type=models.TrackType.DATA)
+            ).SerializeToString(),
+            "add_track: only audio and video tracks",
+        ),
+        (b"\x00" * (2 * 1024 * 1024), ""),
+    ],
+    ids=["garbage", "empty", "bad-json", "bad-sdp", "bad-candidate", "data-track", "oversized"],
+)
+async def test_bad_client_is_closed_and_others_continue(
+    connect: ClientFactory, frame: bytes | str, reason: str
+) -> None:
+    alice, mallet = await connect("alice"), await connect("bob")
+    carol = await connect("carol")
+    await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
+    await wait_until(lambda: decodes(carol, alice, LUMAS["alice"]))
+
+    await mallet.send_raw(frame)
+    await mallet.wait_closed()
+    assert mallet.close_code in (1008, 1009)
+    assert reason in mallet.close_reason
+    await wait_until(lambda: mallet.sid not in carol.participants)
+
+    frames_before = carol.video_from(alice).video_frames
+    await wait_until(lambda: carol.video_from(alice).video_frames > frames_before + 30)
+
+
+async def test_tokens_are_checked_before_the_websocket_opens(
+    running_bridge: BridgeProcess, synapse: Synapse, users: dict[str, MatrixUser], room_id: RoomID
+) -> None:
+    token = await focus_token(running_bridge, synapse, users["alice"], room_id)
+    async with aiohttp.ClientSession() as session:
+        for path, params, status in [
+            ("/rtc", {"access_token": "not-a-jwt"}, 401),
+            ("/rtc/validate", {"access_token": token[:-4] + "AAAA"}, 401),
+            ("/rtc/validate", {}, 400),
+            ("/rtc/validate", {"access_token": token}, 200),
+            ("/rtc/v1/validate", {"access_token": token}, 404),
+        ]:
+            async with session.get(running_bridge.focus_url + path, params=params) as response:
+                assert response.status == status, (path, await response.text())
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(f"{running_bridge.focus_url}/rtc/validate", headers=headers) as r:
+            assert r.status == 200
+
+
+async def test_banned_user_is_disconnected_from_media(
+    connect: ClientFactory, users: dict[str, MatrixUser], synapse: Synapse, room_id: RoomID
+) -> None:
+    alice, bob = await connect("alice"), await connect("bob")
+    await wait_until(lambda: bob.sid in alice.participants)
+    async with matrix_client(users["alice"], synapse.base_url) as admin:
+        await admin.ban_user(room_id, UserID(users["bob"].user_id), reason="test")
+    await bob.wait_closed()
+    assert bob.leave is not None
+    await wait_until(lambda: bob.sid not in alice.participants)
+    with pytest.raises(AssertionError):
+        await connect("bob")
