@@ -24,6 +24,7 @@ from .livekit import LiveKitSignalling
 from .matrix import MatrixHandler
 from .permissions import PermissionLevel
 from .room_state import RoomStates
+from .voip import DialIn
 
 log = logging.getLogger("mau.bridge")
 
@@ -71,6 +72,7 @@ class Bridge:
         self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
         self.signalling = LiveKitSignalling(self.focus, self.conferences, self.sfu.settings)
         self.signalling.add_routes(self.focus.app)
+        self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
         self.az.matrix_event_handler(self.matrix.handle_event)
         ghost = re.escape(config.ghost_localpart("\0")).replace(re.escape("\0"), ".+")
@@ -106,6 +108,8 @@ class Bridge:
         self._running.push_async_callback(self.focus.stop)
         self._running.push_async_callback(self.signalling.stop)
         await self._start_focus()
+        # Stopped first: hanging up dial-in calls needs the homeserver and the database.
+        self._running.push_async_callback(self.dialin.stop)
         self.az.ready = True
         prune_task = asyncio.create_task(self._prune_history_forever())
         self._running.callback(prune_task.cancel)

@@ -74,6 +74,9 @@ class Config(BaseFileConfig):
             "appservice.hs_token",
             "bridge.command_prefix",
             "bridge.history_retention_days",
+            "dialin.enabled",
+            "dialin.displayname",
+            "dialin.max_calls_per_room",
             "media.public_ip",
             "media.udp_port_min",
             "media.udp_port_max",
@@ -187,6 +190,7 @@ class Config(BaseFileConfig):
             "must be a whole number of days (0 keeps history forever)",
         )
         found.extend(_permission_problems(self.get("bridge.permissions", None)))
+        found.extend(self._dialin_problems())
         try:
             self.media_settings()
         except (ValueError, TypeError, KeyError) as e:
@@ -198,6 +202,24 @@ class Config(BaseFileConfig):
                 "appservice.as_token",
                 "no registration yet: run with --generate-registration first",
             )
+        return found
+
+    def _dialin_problems(self) -> list[ConfigProblem]:
+        found = []
+        if not isinstance(self.get("dialin.enabled", None), bool):
+            found.append(ConfigProblem("dialin.enabled", "must be true or false"))
+        displayname = self.get("dialin.displayname", None)
+        try:
+            valid = isinstance(displayname, str) and bool(displayname.format(room="r").strip())
+        except (KeyError, IndexError, ValueError):
+            valid = False
+        if not valid:
+            found.append(
+                ConfigProblem("dialin.displayname", "must be a non-empty text; {room} is allowed")
+            )
+        limit = self.get("dialin.max_calls_per_room", None)
+        if not (isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0):
+            found.append(ConfigProblem("dialin.max_calls_per_room", "must be 0 or more"))
         return found
 
     def _focus_problems(self) -> list[ConfigProblem]:

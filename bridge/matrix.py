@@ -49,6 +49,7 @@ class MatrixHandler:
                 await self._handle_member(evt, evt.content)
             elif isinstance(evt, MessageEvent) and evt.type == EventType.ROOM_MESSAGE:
                 await self._handle_message(evt)
+            await self.bridge.dialin.handle_event(evt)
         except Exception:
             log.exception("Failed to handle %s %s in %s", evt.type, evt.event_id, evt.room_id)
 

@@ -24,6 +24,7 @@ from .events import (
     TrackPublished,
     TrackUnpublished,
 )
+from .mixer import AudioMixer
 from .participant import Participant
 from .server import SFU
 from .subscription import Subscription
@@ -31,6 +32,7 @@ from .transport import LocalCandidate, Transport, TransportRole
 
 __all__ = [
     "SFU",
+    "AudioMixer",
     "Conference",
     "Event",
     "EventHandler",

@@ -15,10 +15,12 @@ from .events import (
     ParticipantStateChanged,
     SpeakersChanged,
     TrackInfo,
+    TrackKind,
     TrackMuted,
     TrackPublished,
     TrackUnpublished,
 )
+from .mixer import AudioMixer
 from .participant import Participant
 from .speaker import SpeakerDetector
 from .track import PublishedTrack
@@ -39,6 +41,7 @@ class Conference:
         self._tracks: dict[str, PublishedTrack] = {}
         self._speakers = SpeakerDetector()
         self._removals: set[asyncio.Task[None]] = set()
+        self._mixer: AudioMixer | None = None
         self._closed = False
         self._speaker_task = asyncio.get_running_loop().create_task(self._speaker_loop())
 
@@ -53,6 +56,15 @@ class Conference:
     @property
     def dominant_speaker(self) -> str | None:
         return self._speakers.dominant
+
+    def audio_mixer(self) -> AudioMixer:
+        """The conference's audio mix, made on first use (decoding starts with a listener)."""
+        if self._mixer is None:
+            self._mixer = AudioMixer()
+            for track in self._tracks.values():
+                if track.info.kind == TrackKind.AUDIO:
+                    self._mixer.add_source(track)
+        return self._mixer
 
     def participant(self, participant_id: str) -> Participant | None:
         return self._participants.get(participant_id)
@@ -83,6 +95,8 @@ class Conference:
         participant = self._participants.pop(participant_id, None)
         if participant is None:
             return
+        if self._mixer is not None:
+            self._mixer.remove_listener(participant_id)
         await participant._close()
         self._speakers.remove(participant_id)
         self._emit(
@@ -92,6 +106,8 @@ class Conference:
     async def close(self) -> None:
         self._closed = True
         self._speaker_task.cancel()
+        if self._mixer is not None:
+            self._mixer.close()
         for task in list(self._removals):
             task.cancel()
         for participant_id in list(self._participants):
@@ -123,6 +139,8 @@ class Conference:
         if track_id in self._tracks:
             raise ValueError(f"track {track_id} already published")
         self._tracks[track_id] = track
+        if self._mixer is not None and track.info.kind == TrackKind.AUDIO:
+            self._mixer.add_source(track)
         self._emit(TrackPublished(self.id, track.info))
         for participant in self._participants.values():
             if (
@@ -135,6 +153,8 @@ class Conference:
     def _remove_track(self, track: PublishedTrack) -> None:
         if self._tracks.pop(track.info.track_id, None) is None:
             return
+        if self._mixer is not None:
+            self._mixer.remove_source(track)
         track.close()
         self._emit(TrackUnpublished(self.id, track.info))
 

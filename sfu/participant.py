@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 import itertools
 
-from aiortc import RTCRtpTransceiver
+from aiortc import MediaStreamTrack, RTCRtpTransceiver
 
 from . import aiortc_seams as seams
 from .events import NegotiationNeeded, ParticipantState, TrackInfo, TrackKind
@@ -92,6 +92,16 @@ class Participant:
             self._subscriptions.append(subscription)
             self._renegotiate(transport.id)
         return subscription
+
+    def add_local_track(
+        self, track: MediaStreamTrack, stream_id: str, transport_id: str | None = None
+    ) -> None:
+        """Send a track produced in this process rather than forwarded, such as the
+        conference's audio mix for a leg that receives a single stream
+        (:meth:`sfu.AudioMixer.listen`). aiortc encodes it for this participant alone."""
+        transport = self._sending_transport(transport_id)
+        transport.add_local_track(track, stream_id)
+        self._renegotiate(transport.id)
 
     def unsubscribe(self, track_id: str) -> None:
         subscription = self.subscription_for(track_id)

@@ -50,6 +50,9 @@ class PublishedTrack:
         self.ssrc: int | None = None
         self.packets_received = 0
         self.subscriptions: list[Subscription] = []
+        self.taps: list[Callable[[bytes, int, int], None]] = []
+        """Called with (packet, payload offset, seq) for each unmuted packet: the audio mixer
+        decodes from here (the only consumer that looks inside payloads)."""
         self._receiver = receiver
         self._clock_rate = clock_rate
         self._rtx_payload_types = rtx_payload_types
@@ -82,6 +85,7 @@ class PublishedTrack:
             self.subscriptions.remove(subscription)
 
     def close(self) -> None:
+        self.taps.clear()
         for subscription in list(self.subscriptions):
             subscription.switch(None)
         if self._feedback is not None:
@@ -125,6 +129,8 @@ class PublishedTrack:
         self.history.put(seq, packet)
         if self.info.muted:
             return
+        for tap in self.taps:
+            tap(packet, offset, seq)
         info = None
         if self.is_vp8:
             info = vp8.parse(packet, offset)

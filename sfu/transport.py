@@ -125,6 +125,8 @@ class Transport:
         self._published: dict[RTCRtpTransceiver, PublishedTrack] = {}
         self._outbound: dict[int, Subscription] = {}
         self._subscriptions: list[Subscription] = []
+        self._local_waiting: list[tuple[MediaStreamTrack, str]] = []
+        self._local: dict[RTCRtpTransceiver, MediaStreamTrack] = {}
         self._hooked: set[RTCDtlsTransport] = set()
         self._closed = False
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -209,6 +211,25 @@ class Transport:
             self._bind(subscription, transceiver)
         return subscription
 
+    def add_local_track(self, track: MediaStreamTrack, stream_id: str) -> None:
+        """Send a track produced in this process (encoded by aiortc), announced in ``stream_id``.
+
+        On a client-offered transport it takes the next offered section of its kind; the caller
+        must renegotiate a subscriber transport afterwards.
+        """
+        if self.role is TransportRole.SUBSCRIBER:
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            self._bind_local(transceiver, track, stream_id)
+        else:
+            self._local_waiting.append((track, stream_id))
+
+    def _bind_local(
+        self, transceiver: RTCRtpTransceiver, track: MediaStreamTrack, stream_id: str
+    ) -> None:
+        transceiver.sender.replaceTrack(track)
+        seams.set_msid(transceiver.sender, stream_id, track.id)
+        self._local[transceiver] = track
+
     def remove_subscription(self, subscription: Subscription) -> None:
         """Stop forwarding; the sender slot stays negotiated and is reused by the next one."""
         subscription.switch(None)
@@ -225,31 +246,36 @@ class Transport:
         self._outbound[subscription.ssrc] = subscription
 
     async def _bind_offered_slots(self) -> None:
-        """On a single transport, give waiting subscriptions the sections the client offered
-        to receive on (its pre-added recvonly transceivers)."""
+        """On a single transport, give waiting local tracks, then waiting subscriptions, the
+        sections the client offered to receive on (its pre-added recvonly transceivers, or the
+        sendrecv sections of a 1:1 call, which keep carrying the client's media in)."""
         waiting = [s for s in self._subscriptions if s.transceiver is None]
-        bound = {s.transceiver for s in self._subscriptions}
+        bound = {s.transceiver for s in self._subscriptions} | set(self._local)
         for transceiver in self.pc.getTransceivers():
-            if transceiver in bound or seams.offered_direction(transceiver) not in _SENDING:
+            offered = seams.offered_direction(transceiver)
+            if transceiver in bound or offered not in _SENDING:
                 continue
+            local = next((t for t in self._local_waiting if t[0].kind == transceiver.kind), None)
             subscription = next((s for s in waiting if s.kind == transceiver.kind), None)
-            if subscription is None:
-                continue
-            waiting.remove(subscription)
-            transceiver.direction = "sendonly"
-            transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
-            self._bind(subscription, transceiver)
+            if local is not None:
+                self._local_waiting.remove(local)
+                transceiver.direction = offered
+                self._bind_local(transceiver, *local)
+            elif subscription is not None:
+                waiting.remove(subscription)
+                transceiver.direction = offered
+                transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
+                self._bind(subscription, transceiver)
 
     # ------------------------------------------------------------------ negotiation results
 
     def _negotiated(self, track_ids: Mapping[str, str]) -> None:
         for transceiver in self.pc.getTransceivers():
             self._hook(transceiver.receiver.transport)
-        slots = {s.transceiver for s in self._subscriptions}
         for transceiver in self.pc.getTransceivers():
             receiving = transceiver.currentDirection in _RECEIVING
             track = self._published.get(transceiver)
-            if receiving and track is None and transceiver not in slots:
+            if receiving and track is None:
                 mid = transceiver.mid or ""
                 track = self._owner._publish_incoming(self, transceiver, track_ids.get(mid))
                 if track is not None:
@@ -332,6 +358,8 @@ class Transport:
             subscription.close()
         self._subscriptions.clear()
         self._outbound.clear()
+        self._local_waiting.clear()
+        self._local.clear()
         for transceiver in list(self._published):
             self._drop_published(transceiver)
         self._inbound.clear()

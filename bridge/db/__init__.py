@@ -5,14 +5,24 @@ from __future__ import annotations
 from mautrix.util.async_db import Database
 
 from .call import Call
+from .dialin import DialInChat, DialInGhost
 from .processed_event import ProcessedEvent
 from .room import Room
 from .secret import Secret
 from .upgrade import build_upgrade_table
 
-__all__ = ["Call", "ProcessedEvent", "Room", "Secret", "build_upgrade_table", "init"]
+__all__ = [
+    "Call",
+    "DialInChat",
+    "DialInGhost",
+    "ProcessedEvent",
+    "Room",
+    "Secret",
+    "build_upgrade_table",
+    "init",
+]
 
 
 def init(db: Database) -> None:
-    for table in (Call, ProcessedEvent, Room, Secret):
+    for table in (Call, DialInChat, DialInGhost, ProcessedEvent, Room, Secret):
         table.db = db

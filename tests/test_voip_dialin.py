@@ -1,0 +1,170 @@
+"""Dial-in through a real Synapse: 1:1 calls to a room's ghost join the room's conference."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+import re
+
+from mautrix.client import ClientAPI
+from mautrix.types import Membership, RoomID, UserID
+import aioice.ice
+import pytest
+
+from .support.bridge_process import BridgeProcess, edit_config
+from .support.matrix_client import matrix_client, wait_for_membership, wait_for_message
+from .support.synapse import SERVER_NAME, Synapse
+from .support.voip_caller import LegacyCaller, call_event_type
+from .support.voip_media import CallPeer
+from .support.waiting import eventually
+
+BOT = UserID(f"@callbot:{SERVER_NAME}")
+GHOST = re.compile(rf"@_conference_dialin_[0-9a-f]+:{re.escape(SERVER_NAME)}")
+HEARD = 100.0
+ABSENT = 0.02
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only() -> Iterator[None]:
+    """The test clients gather on 127.0.0.1 only (aioice skips loopback by default)."""
+    original = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    yield
+    aioice.ice.get_host_addresses = original
+
+
+@pytest.fixture(scope="module")
+async def bridge(
+    bridge_home: BridgeProcess, synapse: Synapse, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[BridgeProcess]:
+    bridge_home.use_database(f"sqlite:{tmp_path_factory.mktemp('voip') / 'bridge.db'}")
+    edit_config(bridge_home.config_path, {"media.bind_addresses": ["127.0.0.1"]})
+    bridge_home.start()
+    yield bridge_home
+    assert bridge_home.stop() == 0
+
+
+@pytest.fixture(scope="module")
+async def clients(synapse: Synapse, bridge: BridgeProcess) -> AsyncIterator[dict[str, ClientAPI]]:
+    names = ("voip_alice", "voip_bob", "voip_carol", "voip_dave")
+    logins = {name: synapse.register_user(name) for name in names}
+    opened = {}
+    for name, login in logins.items():
+        opened[name] = matrix_client(login, synapse.base_url)
+    entered = {name: await context.__aenter__() for name, context in opened.items()}
+    yield entered
+    for context in opened.values():
+        await context.__aexit__(None, None, None)
+
+
+async def direct_chat(client: ClientAPI, ghost: UserID) -> RoomID:
+    chat = await client.create_room(invitees=[ghost], is_direct=True)
+    await wait_for_membership(client, chat, ghost, Membership.JOIN)
+    return chat
+
+
+def hears_only(peer: CallPeer, present: tuple[int, ...], absent: int) -> bool:
+    strengths = [peer.hears(frequency) for frequency in present]
+    return min(strengths) > HEARD and peer.hears(absent) < ABSENT * min(strengths)
+
+
+async def test_dial_in_joins_the_conference(
+    clients: dict[str, ClientAPI], bridge: BridgeProcess
+) -> None:
+    alice, bob, carol, dave = (clients[f"voip_{n}"] for n in ("alice", "bob", "carol", "dave"))
+    room = await alice.create_room(invitees=[BOT, bob.mxid, carol.mxid])
+    await wait_for_membership(alice, room, BOT, Membership.JOIN)
+    for member in (bob, carol):
+        await member.join_room_by_id(room)
+    command = await alice.send_text(room, "!call dialin")
+    reply = await wait_for_message(
+        alice,
+        room,
+        BOT,
+        lambda e: (
+            e.content.relates_to.in_reply_to.event_id == command
+            if e.content.relates_to and e.content.relates_to.in_reply_to
+            else False
+        ),
+    )
+    match = GHOST.search(reply.content.body)
+    assert match, reply.content.body
+    ghost = UserID(match.group(0))
+
+    peers = {
+        "bob": CallPeer(440, 0.5, luma=60),
+        "carol": CallPeer(700, 0.1, luma=190),
+        "alice": CallPeer(1000, 0.05, luma=120),
+    }
+    calls = {}
+    try:
+        for name, client in (("bob", bob), ("carol", carol), ("alice", alice)):
+            calls[name] = LegacyCaller(
+                client, await direct_chat(client, ghost), ghost, peers[name]
+            )
+            answer = await calls[name].place()
+            assert answer["version"] == "1" and answer["party_id"]
+            assert any(
+                m["purpose"] == "m.usermedia" for m in answer["sdp_stream_metadata"].values()
+            )
+
+        # Alice hears both others, not herself; she sees the loudest speaker, then the next.
+        await eventually(lambda: _true(hears_only(peers["alice"], (440, 700), absent=1000)))
+        await eventually(lambda: _true(_sees(peers["alice"], 60)))
+        peers["bob"].tone.amplitude, peers["carol"].tone.amplitude = 0.01, 0.8
+        await eventually(lambda: _true(_sees(peers["alice"], 190)))
+
+        # Malformed call events are ignored with a log line; the calls go on.
+        await carol.send_message_event(
+            calls["carol"].chat,
+            call_event_type("negotiate"),
+            {
+                "call_id": calls["carol"].call_id,
+                "party_id": calls["carol"].party_id,
+                "version": "1",
+                "lifetime": 60000,
+                "description": {"type": "offer", "sdp": "no SDP at all"},
+            },  # type: ignore[arg-type]
+        )
+        await carol.send_message_event(
+            calls["carol"].chat,
+            call_event_type("invite"),
+            {
+                "call_id": "bad",
+                "party_id": "x",
+                "version": "1",
+                "lifetime": 60000,
+                "offer": {"type": "offer", "sdp": "not sdp"},
+            },  # type: ignore[arg-type]
+        )
+        await eventually(lambda: _true(bridge.log_text().count("Ignoring malformed") >= 2))
+
+        # Alice hangs up: she leaves the mix that bob hears.
+        await calls["alice"].hang_up()
+        await eventually(lambda: _true(hears_only(peers["bob"], (700,), absent=1000)))
+
+        # Carol leaves the room: the ghost hangs up on her.
+        await carol.leave_room(room)
+        assert await calls["carol"].hangup_reason() == "not_a_room_member"
+        await eventually(lambda: _true(peers["bob"].hears(700) < HEARD))
+
+        # Dave is no member: his call is declined with a reason and an explanation.
+        peers["dave"] = CallPeer(300, 0.3, luma=None)
+        calls["dave"] = LegacyCaller(dave, await direct_chat(dave, ghost), ghost, peers["dave"])
+        await calls["dave"].invite()
+        assert await calls["dave"].hangup_reason() == "not_a_room_member"
+        assert not await calls["dave"].from_ghost("answer")
+        await wait_for_message(
+            dave, calls["dave"].chat, ghost, lambda e: "member" in e.content.body
+        )
+    finally:
+        for peer in peers.values():
+            await peer.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _sees(peer: CallPeer, luma: int) -> bool:
+    seen = peer.sees()
+    return seen is not None and abs(seen - luma) < 12
