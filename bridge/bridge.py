@@ -17,6 +17,7 @@ from mautrix.util.async_db import Database
 from sfu import SFU, SeamError
 
 from . import db as tables
+from .calls import CallTracker
 from .conferences import Conferences
 from .config import Config
 from .focus import Focus
@@ -68,9 +69,12 @@ class Bridge:
         self.az.synchronous_handlers = True
         self.sfu = SFU(config.media_settings())
         self.conferences = Conferences(self.sfu)
+        self.calls = CallTracker(self)
         self.room_states = RoomStates(self.az)
         self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
-        self.signalling = LiveKitSignalling(self.focus, self.conferences, self.sfu.settings)
+        self.signalling = LiveKitSignalling(
+            self.focus, self.conferences, self.sfu.settings, config["bridge.call_end_grace"]
+        )
         self.signalling.add_routes(self.focus.app)
         self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
@@ -91,6 +95,8 @@ class Bridge:
         self._running.push_async_callback(self.sfu.close)
         await self._start_database()
         self._running.push_async_callback(self.db.stop)
+        await self.calls.start()
+        self._running.push_async_callback(self.calls.stop)
         await self.az.start(
             host=self.config["appservice.hostname"], port=self.config["appservice.port"]
         )

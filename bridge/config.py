@@ -74,6 +74,8 @@ class Config(BaseFileConfig):
             "appservice.hs_token",
             "bridge.command_prefix",
             "bridge.history_retention_days",
+            "bridge.call_notices",
+            "bridge.call_end_grace",
             "dialin.enabled",
             "dialin.displayname",
             "dialin.max_calls_per_room",
@@ -188,6 +190,17 @@ class Config(BaseFileConfig):
             isinstance(retention, int) and retention >= 0,
             "bridge.history_retention_days",
             "must be a whole number of days (0 keeps history forever)",
+        )
+        grace = self.get("bridge.call_end_grace", None)
+        check(
+            isinstance(grace, int | float) and 0 <= grace <= 3600,
+            "bridge.call_end_grace",
+            "must be 0-3600 seconds",
+        )
+        check(
+            isinstance(self.get("bridge.call_notices", None), bool),
+            "bridge.call_notices",
+            "must be true or false",
         )
         found.extend(_permission_problems(self.get("bridge.permissions", None)))
         found.extend(self._dialin_problems())

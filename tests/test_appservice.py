@@ -7,7 +7,6 @@ import re
 
 from mautrix.client import ClientAPI
 from mautrix.types import (
-    EventID,
     Format,
     Membership,
     MessageEvent,
@@ -24,6 +23,7 @@ from .support.matrix_client import (
     matrix_client,
     membership_of,
     messages_from,
+    replies_to,
     wait_for_membership,
     wait_for_message,
 )
@@ -58,14 +58,6 @@ async def bridge(
 async def alice(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
     async with matrix_client(users["alice"], synapse.base_url) as client:
         yield client
-
-
-def replies_to(event_id: EventID):  # type: ignore[no-untyped-def]
-    def matches(event: MessageEvent) -> bool:
-        relates = event.content.relates_to
-        return bool(relates and relates.in_reply_to and relates.in_reply_to.event_id == event_id)
-
-    return matches
 
 
 async def room_with_bot(client: ClientAPI) -> RoomID:

@@ -13,7 +13,12 @@ import pytest
 
 from .support.bridge_process import BridgeProcess
 from .support.livekit_client import LiveKitClient, wait_until
-from .support.matrix_client import matrix_client, wait_for_membership
+from .support.matrix_client import (
+    matrix_client,
+    replies_to,
+    wait_for_membership,
+    wait_for_message,
+)
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
@@ -219,3 +224,28 @@ async def test_banned_user_is_disconnected_from_media(
     await wait_until(lambda: bob.sid not in alice.participants)
     with pytest.raises(AssertionError):
         await connect("bob")
+
+
+async def test_call_is_announced_recorded_and_shown_in_status(
+    connect: ClientFactory, users: dict[str, MatrixUser], synapse: Synapse, room_id: RoomID
+) -> None:
+    alice, bob = await connect("alice"), await connect("bob")
+    await wait_until(lambda: bob.sid in alice.participants)
+    async with matrix_client(users["alice"], synapse.base_url) as member:
+        await wait_for_message(member, room_id, BOT, lambda e: "call started" in e.content.body)
+        status_id = await member.send_text(room_id, "!call status")
+        status = await wait_for_message(member, room_id, BOT, replies_to(status_id))
+        assert "A call is running" in status.content.body
+        for name in ("alice", "bob"):
+            assert f"{users[name].user_id} (Element Call)" in status.content.body
+
+        await alice.close()
+        await bob.close()
+        ended = await wait_for_message(
+            member, room_id, BOT, lambda e: "call ended" in e.content.body
+        )
+        assert "2 participants at most" in ended.content.body
+        status_id = await member.send_text(room_id, "!call status")
+        status = await wait_for_message(member, room_id, BOT, replies_to(status_id))
+        assert "No call is running" in status.content.body
+        assert "(2 participants)" in status.content.body

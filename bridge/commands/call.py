@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from ..conferences import Via
 from ..db import Call, Room
 from .handler import CommandEvent, command_handler
+
+_VIA = {Via.MATRIXRTC: "Element Call", Via.LEGACY_VOIP: "dial-in"}
 
 
 def _when(timestamp_ms: int) -> str:
@@ -25,6 +28,10 @@ async def status(evt: CommandEvent) -> None:
             f"A call is running since {_when(active.started_at)}, "
             f"with up to {active.max_participants} participants so far."
         )
+        present = evt.bridge.calls.participants(evt.room_id)
+        if present:
+            lines.append("\n\nIn the call now:\n")
+            lines.extend(f"\n* {p.user_id} ({_VIA[p.via]})" for p in present)
     else:
         lines.append("No call is running.")
         last = await Call.get_last_ended(evt.room_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mautrix.util.async_db import Database
 
-from .call import Call
+from .call import Call, CallParticipant
 from .dialin import DialInChat, DialInGhost
 from .processed_event import ProcessedEvent
 from .room import Room
@@ -13,6 +13,7 @@ from .upgrade import build_upgrade_table
 
 __all__ = [
     "Call",
+    "CallParticipant",
     "DialInChat",
     "DialInGhost",
     "ProcessedEvent",
@@ -24,5 +25,5 @@ __all__ = [
 
 
 def init(db: Database) -> None:
-    for table in (Call, DialInChat, DialInGhost, ProcessedEvent, Room, Secret):
+    for table in (Call, CallParticipant, DialInChat, DialInGhost, ProcessedEvent, Room, Secret):
         table.db = db

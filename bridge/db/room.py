@@ -32,6 +32,11 @@ class Room:
         return cls._from_row(await cls.db.fetchrow(q, room_id))
 
     @classmethod
+    async def get_by_conference(cls, conference_id: str) -> Room | None:
+        q = f"SELECT {cls.columns} FROM room WHERE conference_id=$1"
+        return cls._from_row(await cls.db.fetchrow(q, conference_id))
+
+    @classmethod
     async def get_or_create(cls, room_id: RoomID) -> Room:
         """The room's mapping, made on first use; stable across restarts."""
         q = (

@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mau.livekit")
 
-EMPTY_CONFERENCE_GRACE_S = 20.0
-"""How long an empty conference stays open, so a participant reconnecting finds it again."""
-
 
 @dataclass(frozen=True)
 class Admission:
@@ -45,8 +42,12 @@ class Admission:
 
 
 class LiveKitSignalling:
-    def __init__(self, focus: Focus, conferences: Conferences, media: MediaSettings) -> None:
+    def __init__(
+        self, focus: Focus, conferences: Conferences, media: MediaSettings, empty_grace_s: float
+    ) -> None:
         self.focus = focus
+        self.empty_grace_s = empty_grace_s
+        """How long an empty conference stays open, so a participant reconnecting finds it."""
         self.conferences = conferences
         self.media = media
         self.rooms: dict[str, LiveKitRoom] = {}
@@ -71,14 +72,15 @@ class LiveKitSignalling:
                     await conference.remove(sid, "server shutdown")
 
     async def disconnect_user(self, room_id: RoomID, user_id: UserID, reason: str) -> None:
-        """Remove a user's connections from a room's call (banned, kicked, left the room)."""
+        """Remove a user's LiveKit connections from a room's call (banned, kicked, left the
+        room). Their dial-in calls are not ours: dial-in hangs them up, telling the caller why."""
         room = await Room.get(room_id)
         conference = self.conferences.sfu.conference(room.conference_id) if room else None
         if conference is None:
             return
         for participant in conference.participants:
             profile = self.conferences.profile(conference.id, participant.id)
-            if profile is not None and profile.user_id == user_id:
+            if profile is not None and profile.via is Via.MATRIXRTC and profile.user_id == user_id:
                 log.info("Removing %s from the call in %s: %s", user_id, room_id, reason)
                 await conference.remove(participant.id, reason)
 
@@ -176,7 +178,7 @@ class LiveKitSignalling:
         task.add_done_callback(self._closing.discard)
 
     async def _close_later(self, conference_id: str) -> None:
-        await asyncio.sleep(EMPTY_CONFERENCE_GRACE_S)
+        await asyncio.sleep(self.empty_grace_s)
         if conference_id not in self.rooms:
             await self.conferences.close_if_empty(conference_id)
 

@@ -84,6 +84,7 @@ class BridgeProcess:
                 "focus.port": self.focus_port,
                 "focus.public_url": self.focus_url,
                 "media.bind_addresses": ["127.0.0.1"],
+                "bridge.call_end_grace": 1,
             },
         )
         generated = run_cli(

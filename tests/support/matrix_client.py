@@ -9,6 +9,7 @@ from mautrix.api import HTTPAPI
 from mautrix.client import ClientAPI
 from mautrix.errors import MNotFound
 from mautrix.types import (
+    EventID,
     EventType,
     Membership,
     MessageEvent,
@@ -57,6 +58,16 @@ async def messages_from(
         for event in reversed(response.events)
         if isinstance(event, MessageEvent) and event.sender == sender
     ]
+
+
+def replies_to(event_id: EventID) -> Callable[[MessageEvent], bool]:
+    """Matches a message that is a reply to ``event_id``."""
+
+    def matches(event: MessageEvent) -> bool:
+        relates = event.content.relates_to
+        return bool(relates and relates.in_reply_to and relates.in_reply_to.event_id == event_id)
+
+    return matches
 
 
 async def wait_for_message(
