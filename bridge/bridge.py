@@ -17,6 +17,7 @@ from mautrix.util.async_db import Database
 from sfu import SFU, SeamError
 
 from . import db as tables
+from .call_membership import CallMemberships
 from .calls import CallTracker
 from .conferences import Conferences
 from .config import Config
@@ -76,6 +77,7 @@ class Bridge:
             self.focus, self.conferences, self.sfu.settings, config["bridge.call_end_grace"]
         )
         self.signalling.add_routes(self.focus.app)
+        self.call_memberships = CallMemberships(self.signalling)
         self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
         self.az.matrix_event_handler(self.matrix.handle_event)
@@ -113,6 +115,7 @@ class Bridge:
             )
         self._running.push_async_callback(self.focus.stop)
         self._running.push_async_callback(self.signalling.stop)
+        self._running.callback(self.call_memberships.stop)
         await self._start_focus()
         # Stopped first: hanging up dial-in calls needs the homeserver and the database.
         self._running.push_async_callback(self.dialin.stop)

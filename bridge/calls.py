@@ -57,11 +57,12 @@ class CallTracker:
         self._worker = asyncio.create_task(self._work())
 
     async def stop(self) -> None:
-        """The media is gone with the bridge: every live call ends now."""
+        """The media is gone with the bridge: every live call ends now (recorded only: the
+        appservice has already stopped)."""
         if self._worker is not None:
             self._worker.cancel()
         for conference_id in list(self._live):
-            await self._end(conference_id)
+            await self._end(conference_id, announce=False)
 
     def participants(self, room_id: RoomID) -> list[Profile]:
         """Who is in the room's call now (empty: no call)."""
@@ -130,7 +131,7 @@ class CallTracker:
         await asyncio.sleep(self.bridge.config["bridge.call_end_grace"])
         await self._end(conference_id)
 
-    async def _end(self, conference_id: str) -> None:
+    async def _end(self, conference_id: str, announce: bool = True) -> None:
         live = self._live.pop(conference_id, None)
         if live is None:
             return
@@ -140,11 +141,12 @@ class CallTracker:
         await live.call.end(ended_at)
         minutes = max(1, round((ended_at - live.call.started_at) / 60000))
         log.info("Call ended in %s", live.room_id)
-        await self._notice(
-            live.room_id,
-            f"The call ended after {minutes} min; {live.call.max_participants} "
-            f"participant{'s' if live.call.max_participants != 1 else ''} at most.",
-        )
+        if announce:
+            await self._notice(
+                live.room_id,
+                f"The call ended after {minutes} min; {live.call.max_participants} "
+                f"participant{'s' if live.call.max_participants != 1 else ''} at most.",
+            )
 
     async def _notice(self, room_id: RoomID, text: str) -> None:
         """Only in rooms the bot is in: sending would otherwise make it join uninvited."""

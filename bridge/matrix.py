@@ -17,6 +17,7 @@ from mautrix.types import (
     UserID,
 )
 
+from .call_membership import CALL_MEMBER
 from .commands import CommandProcessor
 from .db import ProcessedEvent, Room
 from .permissions import PermissionLevel, level_for
@@ -49,6 +50,8 @@ class MatrixHandler:
                 await self._handle_member(evt, evt.content)
             elif isinstance(evt, MessageEvent) and evt.type == EventType.ROOM_MESSAGE:
                 await self._handle_message(evt)
+            elif isinstance(evt, StateEvent) and evt.type.t == CALL_MEMBER:
+                await self.bridge.call_memberships.handle(evt)
             await self.bridge.dialin.handle_event(evt)
         except Exception:
             log.exception("Failed to handle %s %s in %s", evt.type, evt.event_id, evt.room_id)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 import contextlib
+import time
 
 from livekit.protocol import models, rtc
-from mautrix.types import Membership, RoomID, UserID
+from mautrix.types import EventType, Membership, RoomID, UserID
 import aiohttp
 import pytest
 
@@ -249,3 +250,36 @@ async def test_call_is_announced_recorded_and_shown_in_status(
         status = await wait_for_message(member, room_id, BOT, replies_to(status_id))
         assert "No call is running" in status.content.body
         assert "(2 participants)" in status.content.body
+
+
+async def test_media_ends_with_the_call_membership(
+    connect: ClientFactory, users: dict[str, MatrixUser], synapse: Synapse, room_id: RoomID
+) -> None:
+    """Emptied (hang-up, a crashed client's delayed leave) or expired memberships end media."""
+    alice = users["alice"]
+    state_key = f"_{alice.user_id}_{alice.device_id}_m.call"
+    member_event = EventType.find(CALL_MEMBER, EventType.Class.STATE)
+    membership = {
+        "application": "m.call",
+        "call_id": "",
+        "scope": "m.room",
+        "device_id": alice.device_id,
+        "focus_active": {"type": "livekit", "focus_selection": "oldest_membership"},
+        "foci_preferred": [],
+    }
+    async with matrix_client(alice, synapse.base_url) as member:
+        expiring = await connect("alice")
+        now = int(time.time() * 1000)
+        await member.send_state_event(
+            room_id, member_event, {**membership, "created_ts": now, "expires": 1500}, state_key
+        )
+        await expiring.wait_closed()
+        assert expiring.leave is not None
+
+        leaving = await connect("alice")
+        await member.send_state_event(
+            room_id, member_event, {**membership, "expires": 14_400_000}, state_key
+        )
+        await member.send_state_event(room_id, member_event, {}, state_key)
+        await leaving.wait_closed()
+        assert leaving.leave is not None

@@ -71,16 +71,24 @@ class LiveKitSignalling:
                 if conference is not None:
                     await conference.remove(sid, "server shutdown")
 
-    async def disconnect_user(self, room_id: RoomID, user_id: UserID, reason: str) -> None:
-        """Remove a user's LiveKit connections from a room's call (banned, kicked, left the
-        room). Their dial-in calls are not ours: dial-in hangs them up, telling the caller why."""
+    async def disconnect_user(
+        self, room_id: RoomID, user_id: UserID, reason: str, device_id: str | None = None
+    ) -> None:
+        """Remove a user's LiveKit connections (or one device's) from a room's call: banned,
+        kicked, left the room or the call. Their dial-in calls are not ours: dial-in hangs them
+        up, telling the caller why."""
         room = await Room.get(room_id)
         conference = self.conferences.sfu.conference(room.conference_id) if room else None
         if conference is None:
             return
         for participant in conference.participants:
             profile = self.conferences.profile(conference.id, participant.id)
-            if profile is not None and profile.via is Via.MATRIXRTC and profile.user_id == user_id:
+            if (
+                profile is not None
+                and profile.via is Via.MATRIXRTC
+                and profile.user_id == user_id
+                and device_id in (None, profile.device_id)
+            ):
                 log.info("Removing %s from the call in %s: %s", user_id, room_id, reason)
                 await conference.remove(participant.id, reason)
 
