@@ -1,0 +1,1 @@
+"""A throwaway local setup to try the bridge: ``python -m demo``."""
