@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aioice.ice
 import pytest
 
 from .support.bridge_process import BridgeProcess
-from .support.postgres import fresh_database
+from .support.postgres import BACKENDS, empty_database, fresh_database
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
 # Who the test bridge serves: everyone on the test server, except mallory.
@@ -26,14 +27,11 @@ async def postgres_url() -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The same test on the embedded default and on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:{tmp_path / 'bridge.db'}"
-    else:
-        async with fresh_database() as url:
-            yield url
+    async with empty_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -75,15 +73,36 @@ def loopback_ice() -> Iterator[None]:
     aioice.ice.get_host_addresses = original
 
 
+@asynccontextmanager
+async def bridge_running_on(
+    bridge: BridgeProcess, backend: str, directory: Path
+) -> AsyncIterator[tuple[BridgeProcess, str]]:
+    async with empty_database(backend, directory) as url:
+        bridge.use_database(url)
+        bridge.start()
+        try:
+            yield bridge, url
+        finally:
+            assert bridge.stop() == 0
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def bridge_with_database(
+    request: pytest.FixtureRequest,
+    bridge_home: BridgeProcess,
+    synapse: Synapse,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[BridgeProcess, str]]:
+    """The bridge process, once on SQLite and once on PostgreSQL, with its database URL."""
+    async with bridge_running_on(bridge_home, request.param, tmp_path_factory.mktemp("db")) as it:
+        yield it
+
+
 @pytest.fixture(scope="module")
-def running_bridge(
+async def running_bridge(
     bridge_home: BridgeProcess, synapse: Synapse, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BridgeProcess]:
+) -> AsyncIterator[BridgeProcess]:
     """The bridge process on its embedded SQLite database, for tests where the backend
     does not matter."""
-    bridge_home.use_database(f"sqlite:{tmp_path_factory.mktemp('db') / 'bridge.db'}")
-    bridge_home.start()
-    try:
-        yield bridge_home
-    finally:
-        assert bridge_home.stop() == 0
+    async with bridge_running_on(bridge_home, "sqlite", tmp_path_factory.mktemp("db")) as it:
+        yield it[0]

@@ -27,31 +27,15 @@ from .support.matrix_client import (
     wait_for_membership,
     wait_for_message,
 )
-from .support.postgres import fresh_database
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-async def bridge(
-    request: pytest.FixtureRequest,
-    bridge_home: BridgeProcess,
-    synapse: Synapse,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[BridgeProcess]:
+@pytest.fixture(scope="module")
+def bridge(bridge_with_database: tuple[BridgeProcess, str]) -> BridgeProcess:
     """The bridge process, once on SQLite and once on PostgreSQL."""
-    if request.param == "sqlite":
-        bridge_home.use_database(f"sqlite:{tmp_path_factory.mktemp('db') / 'bridge.db'}")
-        bridge_home.start()
-        yield bridge_home
-        assert bridge_home.stop() == 0
-    else:
-        async with fresh_database() as url:
-            bridge_home.use_database(url)
-            bridge_home.start()
-            yield bridge_home
-            assert bridge_home.stop() == 0
+    return bridge_with_database[0]
 
 
 @pytest.fixture

@@ -15,19 +15,9 @@ from bridge import resources
 from bridge.db import Room, build_upgrade_table, init
 from bridge.db.upgrade import VERSION_TABLE, split_statements
 
-from .support.postgres import fresh_database
+from .support.postgres import BACKENDS, empty_database
 
 LATEST = len(resources.migration_files())
-BACKENDS = ["sqlite", "postgres"]
-
-
-@asynccontextmanager
-async def empty_database(backend: str, tmp_path: Path, name: str) -> AsyncIterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:{tmp_path / f'{name}.db'}"
-    else:
-        async with fresh_database() as url:
-            yield url
 
 
 @asynccontextmanager
@@ -74,7 +64,7 @@ def test_migration_files_split_into_statements() -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_migrate_from_empty(backend: str, tmp_path: Path) -> None:
-    async with empty_database(backend, tmp_path, "fresh") as url, opened(url) as db:
+    async with empty_database(backend, tmp_path) as url, opened(url) as db:
         assert await version_of(db) == LATEST
         init(db)
         room = await Room.get_or_create(RoomID("!a:example.org"))
@@ -89,9 +79,9 @@ async def test_migrate_from_empty(backend: str, tmp_path: Path) -> None:
 async def test_migrate_from_each_earlier_version(
     backend: str, start_version: int, tmp_path: Path
 ) -> None:
-    async with empty_database(backend, tmp_path, "reference") as url, opened(url) as db:
+    async with empty_database(backend, tmp_path) as url, opened(url) as db:
         expected = await schema_of(db)
-    async with empty_database(backend, tmp_path, "old") as url:
+    async with empty_database(backend, tmp_path) as url:
         async with opened(url, up_to=start_version) as db:
             assert await version_of(db) == start_version
             await db.execute(
@@ -111,7 +101,7 @@ async def test_migrate_from_each_earlier_version(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_database_newer_than_code_is_refused(backend: str, tmp_path: Path) -> None:
-    async with empty_database(backend, tmp_path, "newer") as url:
+    async with empty_database(backend, tmp_path) as url:
         async with opened(url) as db:
             await db.execute(f"UPDATE {VERSION_TABLE} SET version = $1", LATEST + 1)
         with pytest.raises(UnsupportedDatabaseVersion):

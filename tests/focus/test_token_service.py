@@ -22,7 +22,6 @@ from bridge.focus.tokens import FocusTokens
 
 from ..support.bridge_process import BridgeProcess
 from ..support.matrix_client import matrix_client, wait_for_membership
-from ..support.postgres import fresh_database
 from ..support.synapse import SERVER_NAME, MatrixUser, Synapse
 from ..support.waiting import eventually
 
@@ -75,26 +74,11 @@ class Focus:
         return FocusTokens(secret.encode(), 3600).verify(jwt)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-async def focus(
-    request: pytest.FixtureRequest,
-    bridge_home: BridgeProcess,
-    synapse: Synapse,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[Focus]:
+@pytest.fixture(scope="module")
+async def focus(bridge_with_database: tuple[BridgeProcess, str]) -> AsyncIterator[Focus]:
+    bridge, url = bridge_with_database
     async with aiohttp.ClientSession() as session:
-        if request.param == "sqlite":
-            url = f"sqlite:{tmp_path_factory.mktemp('db') / 'bridge.db'}"
-            bridge_home.use_database(url)
-            bridge_home.start()
-            yield Focus(bridge_home, url, session)
-            assert bridge_home.stop() == 0
-        else:
-            async with fresh_database() as url:
-                bridge_home.use_database(url)
-                bridge_home.start()
-                yield Focus(bridge_home, url, session)
-                assert bridge_home.stop() == 0
+        yield Focus(bridge, url, session)
 
 
 @pytest.fixture

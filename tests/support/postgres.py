@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL databases for tests.
+"""Throwaway databases for tests: SQLite files, and PostgreSQL databases.
 
 The server is taken from BRIDGE_TEST_POSTGRES_URL (default: the local server on
 127.0.0.1:5432, user postgres, trust auth). A missing server fails the tests loudly; it is
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 import os
 import uuid
 
@@ -40,3 +41,16 @@ async def fresh_database() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+BACKENDS = ("sqlite", "postgres")
+
+
+@asynccontextmanager
+async def empty_database(backend: str, directory: Path) -> AsyncIterator[str]:
+    """A new, empty database of either backend; yields its URL."""
+    if backend == "sqlite":
+        yield f"sqlite:{directory / f'bridge-{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        async with fresh_database() as url:
+            yield url
