@@ -18,6 +18,7 @@ from mautrix.types import UserID
 import aiohttp
 
 from .errors import Unauthorized
+from .public_network import is_private_host
 from .server_discovery import ServerDiscovery, ServerLocation
 from .ttl_cache import TTLCache
 
@@ -59,9 +60,18 @@ class _Verdict:
 
 
 class OpenIDVerifier:
-    def __init__(self, session: aiohttp.ClientSession, discovery: ServerDiscovery) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        discovery: ServerDiscovery,
+        *,
+        private_hosts_allowed: bool = False,
+    ) -> None:
+        """``private_hosts_allowed`` lets discovered locations be private IP literals, which
+        only a closed test network wants (see :mod:`.public_network`)."""
         self._session = session
         self._discovery = discovery
+        self._private_hosts_allowed = private_hosts_allowed
         self._cache: TTLCache[str, _Verdict] = TTLCache(CACHE_ENTRIES)
         self._running: dict[str, asyncio.Task[UserID]] = {}
 
@@ -101,7 +111,13 @@ class OpenIDVerifier:
             locations = await self._discovery.locate(server)
         except ValueError as e:
             raise _Rejected(f"{server!r} is not a Matrix server name.") from e
-        failure = "no address"
+        if not self._private_hosts_allowed:
+            locations = [
+                location
+                for location in locations
+                if location.trusted or not is_private_host(location.base_url.host or "")
+            ]
+        failure = "no public address"
         for location in locations:
             try:
                 return await self._ask_at(location, token)

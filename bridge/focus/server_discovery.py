@@ -95,6 +95,8 @@ class ServerLocation:
     """The Host header; None means the one the URL implies."""
     tls_server_name: str | None = None
     """The name for SNI and certificate checks when it is not the URL's host (SRV targets)."""
+    trusted: bool = False
+    """Configured by the admin, so it may be on a private network."""
 
 
 class SrvResolver(Protocol):
@@ -174,7 +176,7 @@ class ServerDiscovery:
         """
         override = self._overrides.get(server_name)
         if override is not None:
-            return [ServerLocation(override)]
+            return [ServerLocation(override, trusted=True)]
         cached = self._cache.get(server_name)
         if cached is not None:
             return cached

@@ -16,6 +16,7 @@ from ..room_state import RoomStates
 from .access import RoomAccess, RoomsWithoutBot
 from .http import add_token_routes, create_app
 from .openid import OpenIDVerifier
+from .public_network import PublicResolver
 from .server_discovery import DnsSrvResolver, ServerDiscovery
 from .token_api import TokenService
 from .tokens import FocusGrant, FocusTokens
@@ -86,8 +87,12 @@ class Focus:
             )
         secret = await Secret.get_or_create(SECRET_NAME)
         self._tokens = FocusTokens(secret.value.encode(), self.config["focus.token_lifetime"])
-        self._session = aiohttp.ClientSession()
-        discovery = ServerDiscovery(self._session, DnsSrvResolver(), openid_servers(self.config))
+        servers = openid_servers(self.config)
+        trusted_hosts = {url.host for url in servers.values() if url.host}
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=PublicResolver(trusted_hosts))
+        )
+        discovery = ServerDiscovery(self._session, DnsSrvResolver(), servers)
         service = TokenService(
             OpenIDVerifier(self._session, discovery),
             self.access,

@@ -11,6 +11,7 @@ import pytest
 
 from bridge.focus.errors import Unauthorized
 from bridge.focus.openid import OpenIDToken, OpenIDVerifier
+from bridge.focus.public_network import PublicResolver, is_private_host
 from bridge.focus.server_discovery import ServerDiscovery
 
 from ..support.ports import free_port
@@ -27,7 +28,10 @@ async def fake(tmp_path: Path) -> AsyncIterator[FakeFederation]:
 
 def verifier(fake: FakeFederation, srv: FakeSrv | None = None) -> OpenIDVerifier:
     srv = srv or FakeSrv({"_matrix-fed._tcp.delegated.test": [("target.test", 8448)]})
-    return OpenIDVerifier(fake.session, ServerDiscovery(fake.session, srv))
+    # The fake federation lives on 127.0.0.1, which production refuses (see below).
+    return OpenIDVerifier(
+        fake.session, ServerDiscovery(fake.session, srv), private_hosts_allowed=True
+    )
 
 
 async def test_token_is_verified_at_the_discovered_server(fake: FakeFederation) -> None:
@@ -90,3 +94,25 @@ async def test_unreachable_servers_are_tried_in_order(fake: FakeFederation) -> N
 
 async def test_the_token_never_appears_in_its_repr() -> None:
     assert "secret-token" not in repr(OpenIDToken("secret-token", "example.test"))
+
+
+async def test_private_addresses_are_never_contacted(fake: FakeFederation) -> None:
+    """A caller picks the server name its token claims: it must not steer the bridge into
+    the private network (SSRF). The fake server listens on 127.0.0.1, so any attempt shows."""
+    srv = FakeSrv({"_matrix-fed._tcp.delegated.test": [("127.0.0.1", fake.port)]})
+    guarded = OpenIDVerifier(fake.session, ServerDiscovery(fake.session, srv))
+    for claimed in (f"127.0.0.1:{fake.port}", "example.test", "[::1]"):
+        with pytest.raises(Unauthorized, match="Could not reach"):
+            await guarded.verify(OpenIDToken("good-token", claimed))
+    assert fake.userinfo_requests() == []
+
+
+async def test_public_resolver_drops_private_addresses_of_untrusted_names() -> None:
+    resolver = PublicResolver(trusted_hosts={"trusted.localhost"})
+    try:
+        with pytest.raises(OSError, match="no public address"):
+            await resolver.resolve("localhost", 8448)
+    finally:
+        await resolver.close()
+    assert is_private_host("10.1.2.3") and is_private_host("[fd00::1]")
+    assert not is_private_host("example.org") and not is_private_host("9.9.9.9")

@@ -144,7 +144,7 @@ async def test_results_are_cached_and_overrides_win(fake: FakeFederation) -> Non
     assert await finder.locate("example.test") == first
     assert len(fake.requests) == 1
     assert await finder.locate("private.test") == [
-        ServerLocation(URL("http://127.0.0.1:8008/base"))
+        ServerLocation(URL("http://127.0.0.1:8008/base"), trusted=True)
     ]
     with pytest.raises(ValueError):
         await finder.locate("not a name")
