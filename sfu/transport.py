@@ -13,6 +13,7 @@ where the client pre-adds recvonly sections for what it wants to receive); the S
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 import asyncio
@@ -250,11 +251,7 @@ class Transport:
         sections the client offered to receive on (its pre-added recvonly transceivers, or the
         sendrecv sections of a 1:1 call, which keep carrying the client's media in)."""
         waiting = [s for s in self._subscriptions if s.transceiver is None]
-        bound = {s.transceiver for s in self._subscriptions} | set(self._local)
-        for transceiver in self.pc.getTransceivers():
-            offered = seams.offered_direction(transceiver)
-            if transceiver in bound or offered not in _SENDING:
-                continue
+        for transceiver, offered in self._free_offered_slots():
             local = next((t for t in self._local_waiting if t[0].kind == transceiver.kind), None)
             subscription = next((s for s in waiting if s.kind == transceiver.kind), None)
             if local is not None:
@@ -266,6 +263,26 @@ class Transport:
                 transceiver.direction = offered
                 transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
                 self._bind(subscription, transceiver)
+
+    def missing_slots(self) -> dict[str, int]:
+        """Per kind, how many more sections the client must offer to receive on before every
+        waiting local track and subscription has one (single transport; the SFU cannot add
+        sections itself there, so the adapter asks the client for them)."""
+        wanted = Counter(s.kind for s in self._subscriptions if s.transceiver is None)
+        wanted.update(track.kind for track, _ in self._local_waiting)
+        wanted.subtract(transceiver.kind for transceiver, _ in self._free_offered_slots())
+        return {kind: max(0, wanted[kind]) for kind in ("audio", "video")}
+
+    def _free_offered_slots(self) -> list[tuple[RTCRtpTransceiver, str]]:
+        """Sections the client offered to receive on that nothing is bound to yet, with the
+        direction offered."""
+        bound = {s.transceiver for s in self._subscriptions} | set(self._local)
+        free = []
+        for transceiver in self.pc.getTransceivers():
+            offered = seams.offered_direction(transceiver)
+            if transceiver not in bound and offered in _SENDING:
+                free.append((transceiver, str(offered)))
+        return free
 
     # ------------------------------------------------------------------ negotiation results
 

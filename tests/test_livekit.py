@@ -4,6 +4,7 @@ the real token flow (Matrix OpenID from the real Synapse): media, speakers, bad 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+import base64
 import contextlib
 import time
 
@@ -13,7 +14,7 @@ import aiohttp
 import pytest
 
 from .support.bridge_process import BridgeProcess
-from .support.livekit_client import LiveKitClient, wait_until
+from .support.livekit_client import LiveKitClient, Protocol, focus_token, wait_until
 from .support.matrix_client import (
     matrix_client,
     replies_to,
@@ -27,23 +28,8 @@ CALL_MEMBER = "org.matrix.msc3401.call.member"
 LUMAS = {"alice": 40, "bob": 130, "carol": 220}
 
 ClientFactory = Callable[..., Awaitable[LiveKitClient]]
-
-
-async def focus_token(bridge: BridgeProcess, synapse: Synapse, user: MatrixUser, room: str) -> str:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{bridge.focus_url}/sfu/get",
-            json={
-                "room": room,
-                "openid_token": synapse.openid_token(user),
-                "device_id": user.device_id,
-            },
-        ) as response,
-    ):
-        body = await response.json()
-        assert response.status == 200, body
-        return str(body["jwt"])
+BOTH_PROTOCOLS = pytest.mark.parametrize("protocol", ["v0", "v1"])
+"""Media tests run with clients on two peer connections (v0) and on one (v1)."""
 
 
 @pytest.fixture
@@ -66,15 +52,30 @@ async def room_id(
 
 
 @pytest.fixture
+def protocol() -> Protocol:
+    """The signalling protocol clients speak unless a test chooses (see BOTH_PROTOCOLS)."""
+    return "v0"
+
+
+@pytest.fixture
 async def connect(
-    running_bridge: BridgeProcess, synapse: Synapse, users: dict[str, MatrixUser], room_id: RoomID
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+    protocol: Protocol,
 ) -> AsyncIterator[ClientFactory]:
     """Connect a user's LiveKit client to the room's call; all are closed afterwards."""
     clients: list[LiveKitClient] = []
 
-    async def factory(name: str, auto_subscribe: bool = True) -> LiveKitClient:
+    async def factory(
+        name: str,
+        auto_subscribe: bool = True,
+        protocol: Protocol = protocol,
+        media_sections: tuple[int, int] = (3, 3),
+    ) -> LiveKitClient:
         token = await focus_token(running_bridge, synapse, users[name], room_id)
-        client = LiveKitClient(running_bridge.focus_url, token)
+        client = LiveKitClient(running_bridge.focus_url, token, protocol, media_sections)
         clients.append(client)
         await client.connect(auto_subscribe)
         return client
@@ -95,6 +96,7 @@ def decodes(receiver: LiveKitClient, sender: LiveKitClient, luma: int) -> bool:
     )
 
 
+@BOTH_PROTOCOLS
 async def test_three_participants_receive_each_other(connect: ClientFactory) -> None:
     clients = {name: await connect(name) for name in LUMAS}
     for name, client in clients.items():
@@ -111,6 +113,7 @@ async def test_three_participants_receive_each_other(connect: ClientFactory) -> 
     assert clients["alice"].identity.startswith("@alice:localhost:")
 
 
+@BOTH_PROTOCOLS
 async def test_join_response_and_late_joiner(connect: ClientFactory) -> None:
     alice = await connect("alice")
     assert alice.join is not None
@@ -126,6 +129,31 @@ async def test_join_response_and_late_joiner(connect: ClientFactory) -> None:
     await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
 
 
+async def test_single_pc_client_is_asked_for_the_sections_it_lacks(connect: ClientFactory) -> None:
+    """More to receive than sections offered, at join and later: the SFU asks the client to add
+    some (media_sections_requirement) and offer again; answers name each section's track."""
+    alice, carol = await connect("alice"), await connect("carol")
+    await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
+    bob = await connect("bob", protocol="v1", media_sections=(1, 0))
+    await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
+    assert bob.requirements[0].num_videos == 1
+    await carol.publish(luma=LUMAS["carol"], amplitude=0.2)
+    await wait_until(lambda: decodes(bob, carol, LUMAS["carol"]))
+    assert sum(r.num_audios for r in bob.requirements) >= 1
+    assert sum(r.num_videos for r in bob.requirements) >= 2
+
+
+async def test_single_pc_client_may_not_answer(connect: ClientFactory) -> None:
+    """On one connection only the client offers: an answer is a protocol violation."""
+    mallet = await connect("bob", protocol="v1")
+    answer = rtc.SessionDescription(type="answer", sdp="v=0\r\n", id=1)
+    await mallet.send(rtc.SignalRequest(answer=answer))
+    await mallet.wait_closed()
+    assert mallet.close_code == 1008
+    assert "unexpected answer" in mallet.close_reason
+
+
+@BOTH_PROTOCOLS
 async def test_louder_participant_is_the_active_speaker(connect: ClientFactory) -> None:
     alice, bob = await connect("alice"), await connect("bob")
     await alice.publish(amplitude=0.8)
@@ -138,6 +166,7 @@ async def test_louder_participant_is_the_active_speaker(connect: ClientFactory) 
     assert not any(s.sid == bob.sid and s.active for update in bob.speakers for s in update)
 
 
+@BOTH_PROTOCOLS
 async def test_leaving_participant_disappears_for_others(connect: ClientFactory) -> None:
     alice, bob = await connect("alice"), await connect("bob")
     await alice.publish(luma=LUMAS["alice"])
@@ -198,13 +227,19 @@ async def test_tokens_are_checked_before_the_websocket_opens(
     running_bridge: BridgeProcess, synapse: Synapse, users: dict[str, MatrixUser], room_id: RoomID
 ) -> None:
     token = await focus_token(running_bridge, synapse, users["alice"], room_id)
+    join = rtc.JoinRequest(client_info=models.ClientInfo(sdk=models.ClientInfo.SDK.JS))
+    wrapped = rtc.WrappedJoinRequest(join_request=join.SerializeToString())
+    join_request = base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()
     async with aiohttp.ClientSession() as session:
         for path, params, status in [
             ("/rtc", {"access_token": "not-a-jwt"}, 401),
             ("/rtc/validate", {"access_token": token[:-4] + "AAAA"}, 401),
             ("/rtc/validate", {}, 400),
             ("/rtc/validate", {"access_token": token}, 200),
-            ("/rtc/v1/validate", {"access_token": token}, 404),
+            ("/rtc/v1", {"access_token": "not-a-jwt", "join_request": join_request}, 401),
+            ("/rtc/v1/validate", {"access_token": token}, 400),  # no join_request
+            ("/rtc/v1/validate", {"access_token": token, "join_request": "%%%"}, 400),
+            ("/rtc/v1/validate", {"access_token": token, "join_request": join_request}, 200),
         ]:
             async with session.get(running_bridge.focus_url + path, params=params) as response:
                 assert response.status == status, (path, await response.text())

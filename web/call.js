@@ -1,6 +1,7 @@
 // A minimal call page: Matrix OpenID token -> our token service -> livekit-client.
 // URL parameters: hs (homeserver URL), token (Matrix access token), user, device, room
-// (Matrix room ID), focus (token service URL), optional e2ee (shared key), name (room label).
+// (Matrix room ID), focus (token service URL), optional e2ee (shared key), name (room label),
+// signal=v0 (LiveKit signalling v0, two peer connections, instead of livekit-client's v1).
 import {
   ExternalE2EEKeyProvider, Room, RoomEvent, Track,
 } from "livekit-client";
@@ -59,15 +60,20 @@ function tileFor(participant) {
 }
 
 async function createRoom() {
+  const options = {
+    adaptiveStream: false,
+    dynacast: false,
+    singlePeerConnection: params.get("signal") !== "v0",
+  };
   const sharedKey = params.get("e2ee");
-  if (!sharedKey) return new Room({ adaptiveStream: false, dynacast: false });
+  if (!sharedKey) return new Room(options);
   const keyProvider = new ExternalE2EEKeyProvider();
   await keyProvider.setKey(sharedKey);
   const worker = new Worker(
     new URL("./node_modules/livekit-client/dist/livekit-client.e2ee.worker.mjs", import.meta.url),
     { type: "module" },
   );
-  const room = new Room({ adaptiveStream: false, dynacast: false, e2ee: { keyProvider, worker } });
+  const room = new Room({ ...options, e2ee: { keyProvider, worker } });
   await room.setE2EEEnabled(true);
   return room;
 }

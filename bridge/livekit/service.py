@@ -1,19 +1,20 @@
-"""The signalling endpoints on the focus listener: ``/rtc`` (and ``/rtc/validate``), checked
-against the focus's tokens and the room's Matrix state, each connection a :class:`SignalSession`.
-
-Protocol v1 (``/rtc/v1``, one peer connection) answers 404, which makes livekit-client fall back
-to v0 at once (it asks ``/rtc/v1/validate``, sees 404 and reconnects on ``/rtc``).
+"""The signalling endpoints on the focus listener, checked against the focus's tokens and the
+room's Matrix state, each connection a :class:`SignalSession`: protocol v1 at ``/rtc/v1`` (one
+peer connection; livekit-client's default and Element Call's) and v0 at ``/rtc`` (two; older
+clients, the Flutter SDK, and livekit-client's fallback when v1 fails), each with its
+``/validate`` twin, which livekit-client asks to explain a failed connection.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from dataclasses import dataclass
+from functools import partial
 import asyncio
 import logging
 
 from aiohttp import web
-from livekit.protocol import models
+from livekit.protocol import models, rtc
 from mautrix.types import RoomID, UserID
 
 from ..conferences import Conferences, Profile, Via
@@ -23,7 +24,7 @@ from ..focus.tokens import FocusGrant, InvalidFocusToken
 from .ids import new_sid
 from .protocol import MAX_MESSAGE_BYTES, ProtocolViolation, connect_request
 from .room import LiveKitRoom, RoomParticipant
-from .session import SignalSession
+from .session import DualPCSession, SignalSession, SinglePCSession
 
 if TYPE_CHECKING:
     from sfu import MediaSettings
@@ -39,6 +40,8 @@ class Admission:
     conference_id: str
     can_publish: bool
     auto_subscribe: bool
+    join_request: rtc.JoinRequest | None
+    """v1 only: what the client sent to join, with its first offer."""
 
 
 class LiveKitSignalling:
@@ -55,10 +58,9 @@ class LiveKitSignalling:
         self._closing: set[asyncio.Task[None]] = set()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/rtc", self._connect)
-        app.router.add_get("/rtc/validate", self._validate)
-        app.router.add_get("/rtc/v1", _not_supported)
-        app.router.add_get("/rtc/v1/validate", _not_supported)
+        for path, single_pc in (("/rtc", False), ("/rtc/v1", True)):
+            app.router.add_get(path, partial(self._connect, single_pc=single_pc))
+            app.router.add_get(f"{path}/validate", partial(self._validate, single_pc=single_pc))
 
     async def stop(self) -> None:
         """End every session (clients are told the server shuts down) before the listener
@@ -94,14 +96,14 @@ class LiveKitSignalling:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def _admit(self, request: web.Request) -> Admission:
+    async def _admit(self, request: web.Request, single_pc: bool) -> Admission:
         """Check the token and, again, the room: the token may be an hour old.
 
         Raises:
             web.HTTPException: 400, 401 or 403 with a reason the client shows.
         """
         try:
-            connect = connect_request(request, single_pc=False)
+            connect = connect_request(request, single_pc=single_pc)
             grant = self.focus.verify(connect.token)
         except ProtocolViolation as e:
             raise web.HTTPBadRequest(text=str(e)) from e
@@ -117,14 +119,15 @@ class LiveKitSignalling:
             room.conference_id,
             can_publish=grant.video.can_publish and access.can_publish,
             auto_subscribe=connect.auto_subscribe,
+            join_request=connect.join_request,
         )
 
-    async def _validate(self, request: web.Request) -> web.Response:
-        await self._admit(request)
+    async def _validate(self, request: web.Request, single_pc: bool) -> web.Response:
+        await self._admit(request, single_pc)
         return web.Response(text="success")
 
-    async def _connect(self, request: web.Request) -> web.WebSocketResponse:
-        admission = await self._admit(request)
+    async def _connect(self, request: web.Request, single_pc: bool) -> web.WebSocketResponse:
+        admission = await self._admit(request, single_pc)
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
         await ws.prepare(request)
         grant = admission.grant
@@ -148,10 +151,20 @@ class LiveKitSignalling:
                 can_update_metadata=True,
             ),
         )
-        session = SignalSession(ws, room, me, participant, grant, self.focus.tokens, self.media)
+        context = (ws, room, me, participant, grant, self.focus.tokens, self.media)
+        session: SignalSession = (
+            DualPCSession(*context)
+            if admission.join_request is None
+            else SinglePCSession(*context, join_request=admission.join_request)
+        )
         room.add(me, session)
         room.participant_changed(me)
-        log.info("%s joined conference %s", grant.user_id, admission.conference_id)
+        log.info(
+            "%s joined conference %s (signalling %s)",
+            grant.user_id,
+            admission.conference_id,
+            "v1" if single_pc else "v0",
+        )
         try:
             await session.run()
         finally:
@@ -189,7 +202,3 @@ class LiveKitSignalling:
         await asyncio.sleep(self.empty_grace_s)
         if conference_id not in self.rooms:
             await self.conferences.close_if_empty(conference_id)
-
-
-async def _not_supported(_request: web.Request) -> web.Response:
-    return web.Response(status=404, text="single peer connection mode is not supported")

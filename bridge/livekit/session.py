@@ -1,15 +1,25 @@
 """One client's signalling session: its WebSocket, translated into SFU calls one way and room
 events into ``SignalResponse`` messages the other way.
 
-Protocol v0 (``/rtc``) uses two peer connections: the client offers on its publisher
-connection, the SFU offers on the subscriber connection and renegotiates it whenever what the
-client receives changes. Everything the client sends is validated; a violation closes this
-session only, with a reason.
+The two protocol versions differ only in their peer connections and in who offers:
+
+* v0 (``/rtc``, :class:`DualPCSession`): the client offers on its publisher connection, the
+  SFU offers on the subscriber connection and renegotiates it whenever what the client
+  receives changes.
+* v1 (``/rtc/v1``, :class:`SinglePCSession`): one connection, and only the client offers (its
+  first offer comes with the join request, with receive-only sections added in advance). When
+  what the client receives changes, the SFU asks it to offer again with
+  ``media_sections_requirement``, naming how many more sections to add; each answer maps the
+  sections' mids to track sids (``mid_to_track_id``), because the client's own receivers do not
+  carry the server's track ids.
+
+Everything the client sends is validated; a violation closes this session only, with a reason.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 import asyncio
 import contextlib
@@ -26,8 +36,10 @@ from sfu import Participant, TrackInfo, TrackKind, Transport, TransportRole
 from ..focus.tokens import FocusGrant, FocusTokens
 from .ids import new_sid
 from .protocol import (
+    MID_LINE,
     PROTOCOL_VERSION,
     ProtocolViolation,
+    accept_rid_extensions,
     check_sdp,
     decode_request,
     encode_response,
@@ -48,7 +60,6 @@ MAX_TRACKS = 16
 MAX_QUEUED_RESPONSES = 1000
 """A client this far behind is not reading; it is dropped rather than buffered forever."""
 _MSID = re.compile(r"^a=msid:\S+ (\S+)", re.MULTILINE)
-_MID = re.compile(r"^a=mid:(\S+)", re.MULTILINE)
 _TRACK_TYPES = {models.TrackType.AUDIO: TrackKind.AUDIO, models.TrackType.VIDEO: TrackKind.VIDEO}
 
 
@@ -57,13 +68,15 @@ def offered_track_ids(sdp: str) -> dict[str, str]:
     its ``add_track`` request."""
     found = {}
     for section in sdp.split("\nm=")[1:]:
-        mid, msid = _MID.search(section), _MSID.search(section)
+        mid, msid = MID_LINE.search(section), _MSID.search(section)
         if mid and msid:
             found[mid.group(1)] = msid.group(1)
     return found
 
 
-class SignalSession:
+class SignalSession(ABC):
+    """What both protocol versions share; subclasses lay out the transports and negotiate."""
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -81,30 +94,44 @@ class SignalSession:
         self.grant = grant
         self._tokens = tokens
         self._media = media
-        self.publisher: Transport = participant.add_transport(TransportRole.PUBLISHER)
-        self.subscriber: Transport = participant.add_transport(TransportRole.SUBSCRIBER)
+        self.offered, self.receiving = self._add_transports()
+        """The transport the client offers on, and the one its subscriptions are sent on."""
         self._pending: dict[str, models.TrackInfo] = {}
         """Tracks announced with add_track, by cid, until media for them is negotiated."""
         self._announced: dict[str, models.TrackInfo] = {}
         """Tracks whose media was negotiated, by SFU track id (= LiveKit track sid)."""
         self._outbox: asyncio.Queue[rtc.SignalResponse | None] = asyncio.Queue()
-        self._offering = False
-        self._offer_again = False
+        self._negotiating = False
+        self._negotiate_again = False
         self._last_ping = time.monotonic()
         self._close_reason: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @abstractmethod
+    def _add_transports(self) -> tuple[Transport, Transport]:
+        """The transports of :attr:`offered` and :attr:`receiving` (may be the same one)."""
+
+    @abstractmethod
+    async def _start(self) -> None:
+        """Begin negotiating, once the join response is on its way."""
+
+    @abstractmethod
+    async def _negotiate(self) -> None:
+        """Start renegotiating :attr:`receiving`; the client completes it."""
+
+    @abstractmethod
+    async def _on_answer(self, answer: rtc.SessionDescription) -> None: ...
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
         """Serve the client until it leaves, breaks the protocol or is removed."""
         self.post(rtc.SignalResponse(join=self._join_response()))
-        if self.participant.subscriptions:  # auto-subscribed to tracks already published
-            self.negotiation_needed(self.subscriber.id)
         writer = asyncio.create_task(self._write_responses())
         self._spawn(self._watch_pings())
         self._spawn(self._refresh_token())
         try:
+            await self._start()
             async for message in self.ws:
                 if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.ERROR):
                     break
@@ -254,31 +281,16 @@ class SignalSession:
             if cid in self._pending
         }
         try:
-            answer = await self.publisher.accept_offer(offer.sdp, track_ids)
+            answer = await self.offered.accept_offer(offer.sdp, track_ids)
         except Exception as e:
             raise ProtocolViolation(f"bad SDP offer: {e}") from e
-        self.post(
-            rtc.SignalResponse(
-                answer=rtc.SessionDescription(type="answer", sdp=answer, id=offer.id)
-            )
-        )
-
-    async def _on_answer(self, answer: rtc.SessionDescription) -> None:
-        if not self._offering or answer.type != "answer":
-            raise ProtocolViolation("unexpected answer")
-        check_sdp(answer.sdp, "answer")
-        try:
-            await self.subscriber.accept_answer(answer.sdp)
-        except Exception as e:
-            raise ProtocolViolation(f"bad SDP answer: {e}") from e
-        if self._offer_again:
-            await self._offer()
-        else:
-            self._offering = False
+        answer = accept_rid_extensions(offer.sdp, answer)
+        description = self._description("answer", answer, self.offered, offer.id)
+        self.post(rtc.SignalResponse(answer=description))
 
     async def _on_trickle(self, trickle: rtc.TrickleRequest) -> None:
         transport = (
-            self.subscriber if trickle.target == rtc.SignalTarget.SUBSCRIBER else self.publisher
+            self.receiving if trickle.target == rtc.SignalTarget.SUBSCRIBER else self.offered
         )
         try:
             init = json.loads(trickle.candidateInit)
@@ -352,7 +364,7 @@ class SignalSession:
                 self.participant.unsubscribe(sid)
                 continue
             try:
-                self.participant.subscribe(sid, self.subscriber.id)
+                self.participant.subscribe(sid, self.receiving.id)
             except LookupError:
                 log.debug("Session %s: no track %s to subscribe to", self.me.sid, sid)
 
@@ -371,19 +383,42 @@ class SignalSession:
     # ------------------------------------------------------------------ room events
 
     def negotiation_needed(self, transport_id: str) -> None:
-        if transport_id != self.subscriber.id:
+        """What the client receives changed. One negotiation at a time: changes made meanwhile
+        are negotiated once it completes."""
+        if transport_id != self.receiving.id:
             return
-        if self._offering:
-            self._offer_again = True
+        if self._negotiating:
+            self._negotiate_again = True
         else:
-            self._offering = True
-            self._spawn(self._offer())
+            self._negotiating = True
+            self._spawn(self._next_negotiation())
 
-    async def _offer(self) -> None:
-        """One offer at a time: changes made meanwhile are offered once this one is answered."""
-        self._offer_again = False
-        sdp = await self.subscriber.create_offer()
-        self.post(rtc.SignalResponse(offer=rtc.SessionDescription(type="offer", sdp=sdp)))
+    async def _next_negotiation(self) -> None:
+        self._negotiate_again = False
+        await self._negotiate()
+
+    async def _negotiated(self) -> None:
+        """The client completed a negotiation (answered the SFU's offer, or offered again)."""
+        if self._negotiate_again:
+            await self._next_negotiation()
+        else:
+            self._negotiating = False
+
+    @staticmethod
+    def _description(
+        kind: str, sdp: str, transport: Transport, offer_id: int = 0
+    ) -> rtc.SessionDescription:
+        """An SDP of ``transport`` for the client, with the track sid each section sends."""
+        return rtc.SessionDescription(
+            type=kind,
+            sdp=sdp,
+            id=offer_id,
+            mid_to_track_id={
+                subscription.mid: subscription.source.info.track_id
+                for subscription in transport.subscriptions
+                if subscription.mid is not None and subscription.source is not None
+            },
+        )
 
     def published(self, track: TrackInfo) -> models.TrackInfo | None:
         for cid, info in self._pending.items():
@@ -395,3 +430,82 @@ class SignalSession:
                 self._announced[info.sid] = info
                 return info
         return None
+
+
+class DualPCSession(SignalSession):
+    """Protocol v0: a publisher connection the client offers on, a subscriber connection the
+    SFU offers on."""
+
+    def _add_transports(self) -> tuple[Transport, Transport]:
+        return (
+            self.participant.add_transport(TransportRole.PUBLISHER),
+            self.participant.add_transport(TransportRole.SUBSCRIBER),
+        )
+
+    async def _start(self) -> None:
+        if self.participant.subscriptions:  # auto-subscribed to tracks already published
+            self.negotiation_needed(self.receiving.id)
+
+    async def _negotiate(self) -> None:
+        sdp = await self.receiving.create_offer()
+        self.post(rtc.SignalResponse(offer=self._description("offer", sdp, self.receiving)))
+
+    async def _on_answer(self, answer: rtc.SessionDescription) -> None:
+        if not self._negotiating or answer.type != "answer":
+            raise ProtocolViolation("unexpected answer")
+        check_sdp(answer.sdp, "answer")
+        try:
+            await self.receiving.accept_answer(answer.sdp)
+        except Exception as e:
+            raise ProtocolViolation(f"bad SDP answer: {e}") from e
+        await self._negotiated()
+
+
+class SinglePCSession(SignalSession):
+    """Protocol v1: one connection, on which only the client offers."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        room: LiveKitRoom,
+        me: RoomParticipant,
+        participant: Participant,
+        grant: FocusGrant,
+        tokens: FocusTokens,
+        media: MediaSettings,
+        join_request: rtc.JoinRequest,
+    ) -> None:
+        super().__init__(ws, room, me, participant, grant, tokens, media)
+        self._join_request = join_request
+
+    def _add_transports(self) -> tuple[Transport, Transport]:
+        transport = self.participant.add_transport(TransportRole.SINGLE)
+        return transport, transport
+
+    async def _start(self) -> None:
+        """Tracks and the first offer may come with the join request (livekit-client sends the
+        offer there, except on Firefox)."""
+        for request in self._join_request.add_track_requests:
+            self._on_add_track(request)
+        if self._join_request.HasField("publisher_offer"):
+            await self._on_offer(self._join_request.publisher_offer)
+
+    async def _negotiate(self) -> None:
+        missing = self.receiving.missing_slots()
+        requirement = rtc.MediaSectionsRequirement(
+            num_audios=missing["audio"], num_videos=missing["video"]
+        )
+        self.post(rtc.SignalResponse(media_sections_requirement=requirement))
+
+    async def _on_offer(self, offer: rtc.SessionDescription) -> None:
+        """Each offer binds what waits for a section; the one asked for completes a
+        negotiation. Subscriptions made before this session could ask (auto-subscribed at
+        join) still lacking sections after an offer make the SFU ask for more."""
+        await super()._on_offer(offer)
+        if self._negotiating:
+            await self._negotiated()
+        elif any(self.receiving.missing_slots().values()):
+            self.negotiation_needed(self.receiving.id)
+
+    async def _on_answer(self, answer: rtc.SessionDescription) -> None:
+        raise ProtocolViolation("unexpected answer: on one connection only the client offers")

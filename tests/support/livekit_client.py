@@ -1,22 +1,49 @@
-"""A LiveKit client on aiortc, speaking protocol v0 (``/rtc``, two peer connections) as
-livekit-client does: add_track before publishing, answers the SFU's subscriber offers, pings.
-It publishes marked media and decodes what it receives, so tests can check who got what."""
+"""A LiveKit client on aiortc, speaking protocol v0 (``/rtc``, two peer connections) or v1
+(``/rtc/v1``, one) as livekit-client does: add_track before publishing, pings; on v0 it answers
+the SFU's subscriber offers, on v1 it sends its first offer (receive-only sections added in
+advance) with the join request, names received tracks by the answers' ``mid_to_track_id`` and
+adds sections and offers again when the SFU sends ``media_sections_requirement``. It publishes
+marked media and decodes what it receives, so tests can check who got what."""
 
 from __future__ import annotations
 
+from typing import Literal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import asyncio
+import base64
+import gzip
 import time
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from livekit.protocol import models, rtc
 import aiohttp
 
+from .bridge_process import BridgeProcess
 from .media import MarkedVideo, Received, ToneAudio, config, consume
+from .synapse import MatrixUser, Synapse
 from .waiting import eventually
 
 PING_INTERVAL_S = 5
+Protocol = Literal["v0", "v1"]
+
+
+async def focus_token(bridge: BridgeProcess, synapse: Synapse, user: MatrixUser, room: str) -> str:
+    """A LiveKit token for ``room`` through the real flow: Matrix OpenID, then ``/sfu/get``."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{bridge.focus_url}/sfu/get",
+            json={
+                "room": room,
+                "openid_token": synapse.openid_token(user),
+                "device_id": user.device_id,
+            },
+        ) as response,
+    ):
+        body = await response.json()
+        assert response.status == 200, body
+        return str(body["jwt"])
 
 
 @dataclass
@@ -28,9 +55,19 @@ class RemoteParticipant:
 
 
 class LiveKitClient:
-    def __init__(self, focus_url: str, token: str) -> None:
+    def __init__(
+        self,
+        focus_url: str,
+        token: str,
+        protocol: Protocol = "v0",
+        media_sections: tuple[int, int] = (3, 3),
+    ) -> None:
+        """``media_sections``: the audio and video sections a v1 client adds in advance to
+        receive on (livekit-client adds three of each)."""
         self.focus_url = focus_url
         self.token = token
+        self.protocol = protocol
+        self.media_sections = media_sections
         self.join: rtc.JoinResponse | None = None
         self.participants: dict[str, RemoteParticipant] = {}
         self.received: dict[str, Received] = {}
@@ -40,15 +77,19 @@ class LiveKitClient:
         self.close_code: int | None = None
         self.close_reason = ""
         self.refreshed_tokens: list[str] = []
+        self.requirements: list[rtc.MediaSectionsRequirement] = []
         self.pub_pc = RTCPeerConnection(config())
-        self.sub_pc = RTCPeerConnection(config())
+        self.sub_pc = self.pub_pc if protocol == "v1" else RTCPeerConnection(config())
+        """The connection media is received on (on v1, the only one)."""
         self.sub_pc.on("track", self._on_track)
         self.audio: ToneAudio | None = None
         self._session = aiohttp.ClientSession()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._published: dict[str, asyncio.Future[models.TrackInfo]] = {}
-        self._answers: dict[int, asyncio.Future[str]] = {}
+        self._answers: dict[int, asyncio.Future[rtc.SessionDescription]] = {}
         self._offer_id = 0
+        self._mid_to_track_id: dict[str, str] = {}
+        self._negotiation = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
 
@@ -63,13 +104,43 @@ class LiveKitClient:
         return self.join.participant.identity
 
     async def connect(self, auto_subscribe: bool = True) -> rtc.JoinResponse:
+        if self.protocol == "v1":
+            return await self._connect_single_pc(auto_subscribe)
         query = {
             "access_token": self.token,
             "auto_subscribe": "1" if auto_subscribe else "0",
             "sdk": "python-test",
             "protocol": "16",
         }
-        self._ws = await self._session.ws_connect(f"{self.focus_url}/rtc", params=query)
+        return await self._open("/rtc", query)
+
+    async def _connect_single_pc(self, auto_subscribe: bool) -> rtc.JoinResponse:
+        """Join with the first offer, answered after the join response."""
+        audios, videos = self.media_sections
+        self._add_media_sections(audios, videos)
+        self.pub_pc.createDataChannel("_reliable")
+        async with self._negotiation:
+            await self.pub_pc.setLocalDescription(await self.pub_pc.createOffer())
+            offer = self._next_offer(self.pub_pc.localDescription.sdp)
+            join_request = rtc.JoinRequest(
+                client_info=models.ClientInfo(sdk=models.ClientInfo.SDK.JS, protocol=16),
+                connection_settings=rtc.ConnectionSettings(auto_subscribe=auto_subscribe),
+                publisher_offer=offer,
+            )
+            wrapped = rtc.WrappedJoinRequest(
+                compression=rtc.WrappedJoinRequest.Compression.GZIP,
+                join_request=gzip.compress(join_request.SerializeToString()),
+            )
+            query = {
+                "access_token": self.token,
+                "join_request": base64.urlsafe_b64encode(wrapped.SerializeToString()).decode(),
+            }
+            join = await self._open("/rtc/v1", query)
+            await self._apply_answer(await self._answer_to(offer))
+        return join
+
+    async def _open(self, path: str, query: dict[str, str]) -> rtc.JoinResponse:
+        self._ws = await self._session.ws_connect(f"{self.focus_url}{path}", params=query)
         first = await self._ws.receive(timeout=10)
         response = rtc.SignalResponse.FromString(first.data)
         assert response.WhichOneof("message") == "join", response
@@ -131,26 +202,45 @@ class LiveKitClient:
         await self.negotiate_publisher()
 
     async def negotiate_publisher(self) -> None:
-        await self.pub_pc.setLocalDescription(await self.pub_pc.createOffer())
-        answer = await self.offer_publisher(self.pub_pc.localDescription.sdp)
-        await self.pub_pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        """Offer on the publisher connection (on v1 the only one), one offer at a time."""
+        async with self._negotiation:
+            await self.pub_pc.setLocalDescription(await self.pub_pc.createOffer())
+            await self._apply_answer(await self.offer_publisher(self.pub_pc.localDescription.sdp))
 
-    async def offer_publisher(self, sdp: str) -> str:
-        self._offer_id += 1
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._answers[self._offer_id] = future
-        offer = rtc.SessionDescription(type="offer", sdp=sdp, id=self._offer_id)
+    async def offer_publisher(self, sdp: str) -> rtc.SessionDescription:
+        offer = self._next_offer(sdp)
         await self.send(rtc.SignalRequest(offer=offer))
-        return await asyncio.wait_for(future, 15)
+        return await self._answer_to(offer)
 
-    def video_from(self, client: LiveKitClient) -> Received:
-        return self._received_from(client, models.TrackType.VIDEO)
+    def _next_offer(self, sdp: str) -> rtc.SessionDescription:
+        self._offer_id += 1
+        self._answers[self._offer_id] = asyncio.get_running_loop().create_future()
+        return rtc.SessionDescription(type="offer", sdp=sdp, id=self._offer_id)
 
-    def audio_from(self, client: LiveKitClient) -> Received:
-        return self._received_from(client, models.TrackType.AUDIO)
+    async def _answer_to(self, offer: rtc.SessionDescription) -> rtc.SessionDescription:
+        return await asyncio.wait_for(self._answers[offer.id], 15)
 
-    def _received_from(self, client: LiveKitClient, kind: models.TrackType.ValueType) -> Received:
-        remote = self.participants.get(client.sid)
+    async def _apply_answer(self, answer: rtc.SessionDescription) -> None:
+        if self.protocol == "v1":  # before the tracks it names are announced
+            self._mid_to_track_id = dict(answer.mid_to_track_id)
+        await self.pub_pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+
+    def _add_media_sections(self, audios: int, videos: int) -> None:
+        for kind, count in (("audio", audios), ("video", videos)):
+            for _ in range(count):
+                self.pub_pc.addTransceiver(kind, direction="recvonly")
+
+    def video_from(self, sender: LiveKitClient | str) -> Received:
+        """What we decoded of a client's (or, by sid, any participant's) camera."""
+        return self._received_from(sender, models.TrackType.VIDEO)
+
+    def audio_from(self, sender: LiveKitClient | str) -> Received:
+        return self._received_from(sender, models.TrackType.AUDIO)
+
+    def _received_from(
+        self, sender: LiveKitClient | str, kind: models.TrackType.ValueType
+    ) -> Received:
+        remote = self.participants.get(sender if isinstance(sender, str) else sender.sid)
         for sid, track in (remote.tracks if remote else {}).items():
             if track.type == kind and sid in self.received:
                 return self.received[sid]
@@ -167,8 +257,8 @@ class LiveKitClient:
             task.cancel()
         if self._ws is not None:
             await self._ws.close()
-        await self.pub_pc.close()
-        await self.sub_pc.close()
+        for pc in {self.pub_pc, self.sub_pc}:
+            await pc.close()
         await self._session.close()
 
     # ------------------------------------------------------------------ internals
@@ -208,7 +298,7 @@ class LiveKitClient:
         elif kind == "answer":
             future_answer = self._answers.pop(response.answer.id, None)
             if future_answer is not None:
-                future_answer.set_result(response.answer.sdp)
+                future_answer.set_result(response.answer)
         elif kind == "offer":
             await self.sub_pc.setRemoteDescription(
                 RTCSessionDescription(response.offer.sdp, "offer")
@@ -219,6 +309,11 @@ class LiveKitClient:
         elif kind == "update":
             for info in response.update.participants:
                 self._update_participant(info)
+        elif kind == "media_sections_requirement":
+            requirement = response.media_sections_requirement
+            self.requirements.append(requirement)
+            self._add_media_sections(requirement.num_audios, requirement.num_videos)
+            self._spawn(self.negotiate_publisher())
         elif kind == "speakers_changed":
             self.speakers.append(list(response.speakers_changed.speakers))
         elif kind == "leave":
@@ -237,7 +332,13 @@ class LiveKitClient:
         remote.tracks = {track.sid: track for track in info.tracks}
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        self._spawn(consume(track, self.received.setdefault(track.id, Received())))
+        """On v1 the section's mid names the track, as for livekit-client, whose own
+        receivers' track ids are not the SFU's."""
+        sid = track.id  # aiortc's are the msid's, which the SFU sets to the track sid
+        if self.protocol == "v1":
+            mid = next(t.mid for t in self.sub_pc.getTransceivers() if t.receiver.track is track)
+            sid = self._mid_to_track_id.get(str(mid), f"unnamed section {mid}")
+        self._spawn(consume(track, self.received.setdefault(sid, Received())))
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
