@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import signal
 import sys
 
 from mautrix.util.async_db import UnsupportedDatabaseVersion
@@ -17,6 +18,7 @@ from .version import __version__
 EXIT_NEW_CONFIG = 10
 EXIT_BAD_CONFIG = 11
 EXIT_STARTUP = 13
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class ConferenceBridge(Program):
@@ -92,6 +94,18 @@ class ConferenceBridge(Program):
             )
             sys.exit(EXIT_STARTUP)
         await super().start()
+        # mautrix turns these signals into a KeyboardInterrupt raised in whichever task runs
+        # at that moment (say, one closing a peer connection); whoever awaits that task
+        # re-raises it halfway through stop(), which then leaves the database thread running
+        # and the process hanging. Once running, a signal asks for a clean stop instead.
+        for signum in STOP_SIGNALS:
+            self.loop.add_signal_handler(signum, self._stop_on_signal)
+
+    def _stop_on_signal(self) -> None:
+        """The first signal stops cleanly; a second one acts as it would by default."""
+        for signum in STOP_SIGNALS:
+            self.loop.remove_signal_handler(signum)
+        self.manual_stop()
 
     async def stop(self) -> None:
         await super().stop()

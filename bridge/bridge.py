@@ -23,6 +23,7 @@ from .conferences import Conferences
 from .config import Config
 from .focus import Focus
 from .livekit import LiveKitSignalling
+from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
 from .permissions import PermissionLevel
 from .room_state import RoomStates
@@ -65,6 +66,7 @@ class Bridge:
             ephemeral_events=True,
             log=logging.getLogger("mau.as"),
         )
+        self.az.log.addFilter(RawEventFilter())
         # Acknowledge a transaction only once its events are handled, in order; a crash
         # mid-transaction makes the homeserver deliver it again.
         self.az.synchronous_handlers = True

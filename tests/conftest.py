@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from playwright.async_api import Browser
 import aioice.ice
 import pytest
 
 from .support.bridge_process import BridgeProcess
+from .support.browser import chromium, web_pages
 from .support.postgres import BACKENDS, empty_database, fresh_database
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
@@ -106,3 +108,17 @@ async def running_bridge(
     does not matter."""
     async with bridge_running_on(bridge_home, "sqlite", tmp_path_factory.mktemp("db")) as it:
         yield it[0]
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium with fake camera and microphone, for the browser tests."""
+    async with chromium() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+async def pages_url() -> AsyncIterator[str]:
+    """The base URL of ``web/``, its scripts bundled."""
+    async with web_pages() as url:
+        yield url

@@ -1,13 +1,13 @@
 """Element Call's path, end to end: headless Chromium pages built on livekit-client join one
 room's call through the real token flow (Matrix OpenID from the real Synapse, the focus's
-``/sfu/get``, LiveKit signalling), each plays the others' video and receives their audio;
-once more with livekit-client's end-to-end encryption, which only decodes if the SFU
-forwards payload bytes untouched."""
+``/sfu/get``, LiveKit signalling v1 as livekit-client defaults to), each plays the others'
+video and receives their audio; once more with livekit-client's end-to-end encryption, which
+only decodes if the SFU forwards payload bytes untouched; and once on signalling v0 (two peer
+connections), which older clients speak and livekit-client falls back to."""
 
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import AsyncIterator
 import asyncio
 import secrets
 
@@ -17,25 +17,12 @@ from yarl import URL
 import pytest
 
 from .support.bridge_process import BridgeProcess
-from .support.browser import chromium, web_pages
 from .support.matrix_client import matrix_client, wait_for_membership
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 from .support.waiting import eventually
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 NAMES = ("alice", "bob", "carol")
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-async def pages_url() -> AsyncIterator[str]:
-    async with web_pages() as url:
-        yield url
 
 
 @pytest.fixture
@@ -62,7 +49,11 @@ async def open_call(
     user: MatrixUser,
     room_id: RoomID,
     e2ee_key: str | None,
+    signal: str,
+    signal_paths: list[str],
 ) -> Page:
+    """The call page; the paths of the signalling WebSockets it opens go to ``signal_paths``
+    (livekit-client falls back from v1 to v0 silently)."""
     params = {
         "hs": synapse.base_url,
         "token": user.access_token,
@@ -73,8 +64,11 @@ async def open_call(
     }
     if e2ee_key:
         params["e2ee"] = e2ee_key
+    if signal == "v0":
+        params["signal"] = signal
     context = await browser.new_context()
     page = await context.new_page()
+    page.on("websocket", lambda socket: signal_paths.append(URL(socket.url).path))
     await page.goto(str(URL(f"{pages_url}/call.html").with_query(params)))
     return page
 
@@ -116,7 +110,9 @@ async def wait_for_media_from_everyone(pages: dict[str, Page], e2ee: bool) -> No
             assert remote["videoWidth"] > 0
 
 
-@pytest.mark.parametrize("e2ee", [False, True], ids=["plain", "e2ee"])
+@pytest.mark.parametrize(
+    ("e2ee", "signal"), [(False, "v1"), (True, "v1"), (False, "v0")], ids=["plain", "e2ee", "v0"]
+)
 async def test_three_browsers_see_and_hear_each_other(
     browser: Browser,
     pages_url: str,
@@ -125,16 +121,27 @@ async def test_three_browsers_see_and_hear_each_other(
     users: dict[str, MatrixUser],
     room_id: RoomID,
     e2ee: bool,
+    signal: str,
 ) -> None:
     key = secrets.token_urlsafe(16) if e2ee else None
+    signal_paths: list[str] = []
     pages = {
         name: await open_call(
-            browser, pages_url, running_bridge, synapse, users[name], room_id, key
+            browser,
+            pages_url,
+            running_bridge,
+            synapse,
+            users[name],
+            room_id,
+            key,
+            signal,
+            signal_paths,
         )
         for name in NAMES
     }
     try:
         await wait_for_media_from_everyone(pages, e2ee)
+        assert set(signal_paths) == {"/rtc/v1" if signal == "v1" else "/rtc"}
         identities = {(await state(page))["identity"] for page in pages.values()}
         assert identities == {f"{users[n].user_id}:{users[n].device_id}" for n in NAMES}
     finally:

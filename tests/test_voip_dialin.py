@@ -2,49 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-import re
+from collections.abc import AsyncIterator
 
 from mautrix.client import ClientAPI
-from mautrix.types import Membership, RoomID, UserID
-import aioice.ice
+from mautrix.types import Membership
 import pytest
 
-from .support.bridge_process import BridgeProcess, edit_config
+from .support.bridge_process import BridgeProcess
 from .support.matrix_client import matrix_client, wait_for_membership, wait_for_message
-from .support.synapse import SERVER_NAME, Synapse
-from .support.voip_caller import LegacyCaller, call_event_type
+from .support.synapse import Synapse
+from .support.voip_caller import (
+    BOT,
+    LegacyCaller,
+    call_event_type,
+    direct_chat,
+    request_ghost,
+)
 from .support.voip_media import CallPeer
 from .support.waiting import eventually
 
-BOT = UserID(f"@callbot:{SERVER_NAME}")
-GHOST = re.compile(rf"@_conference_dialin_[0-9a-f]+:{re.escape(SERVER_NAME)}")
 HEARD = 100.0
 ABSENT = 0.02
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_only() -> Iterator[None]:
-    """The test clients gather on 127.0.0.1 only (aioice skips loopback by default)."""
-    original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    yield
-    aioice.ice.get_host_addresses = original
-
-
 @pytest.fixture(scope="module")
-async def bridge(
-    bridge_home: BridgeProcess, synapse: Synapse, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[BridgeProcess]:
-    bridge_home.use_database(f"sqlite:{tmp_path_factory.mktemp('voip') / 'bridge.db'}")
-    edit_config(bridge_home.config_path, {"media.bind_addresses": ["127.0.0.1"]})
-    bridge_home.start()
-    yield bridge_home
-    assert bridge_home.stop() == 0
-
-
-@pytest.fixture(scope="module")
-async def clients(synapse: Synapse, bridge: BridgeProcess) -> AsyncIterator[dict[str, ClientAPI]]:
+async def clients(
+    synapse: Synapse, running_bridge: BridgeProcess
+) -> AsyncIterator[dict[str, ClientAPI]]:
     names = ("voip_alice", "voip_bob", "voip_carol", "voip_dave")
     logins = {name: synapse.register_user(name) for name in names}
     opened = {}
@@ -56,39 +40,20 @@ async def clients(synapse: Synapse, bridge: BridgeProcess) -> AsyncIterator[dict
         await context.__aexit__(None, None, None)
 
 
-async def direct_chat(client: ClientAPI, ghost: UserID) -> RoomID:
-    chat = await client.create_room(invitees=[ghost], is_direct=True)
-    await wait_for_membership(client, chat, ghost, Membership.JOIN)
-    return chat
-
-
 def hears_only(peer: CallPeer, present: tuple[int, ...], absent: int) -> bool:
     strengths = [peer.hears(frequency) for frequency in present]
     return min(strengths) > HEARD and peer.hears(absent) < ABSENT * min(strengths)
 
 
 async def test_dial_in_joins_the_conference(
-    clients: dict[str, ClientAPI], bridge: BridgeProcess
+    clients: dict[str, ClientAPI], running_bridge: BridgeProcess
 ) -> None:
     alice, bob, carol, dave = (clients[f"voip_{n}"] for n in ("alice", "bob", "carol", "dave"))
     room = await alice.create_room(invitees=[BOT, bob.mxid, carol.mxid])
     await wait_for_membership(alice, room, BOT, Membership.JOIN)
     for member in (bob, carol):
         await member.join_room_by_id(room)
-    command = await alice.send_text(room, "!call dialin")
-    reply = await wait_for_message(
-        alice,
-        room,
-        BOT,
-        lambda e: (
-            e.content.relates_to.in_reply_to.event_id == command
-            if e.content.relates_to and e.content.relates_to.in_reply_to
-            else False
-        ),
-    )
-    match = GHOST.search(reply.content.body)
-    assert match, reply.content.body
-    ghost = UserID(match.group(0))
+    ghost = await request_ghost(alice, room)
 
     peers = {
         "bob": CallPeer(440, 0.5, luma=60),
@@ -136,7 +101,21 @@ async def test_dial_in_joins_the_conference(
                 "offer": {"type": "offer", "sdp": "not sdp"},
             },  # type: ignore[arg-type]
         )
-        await eventually(lambda: _true(bridge.log_text().count("Ignoring malformed") >= 2))
+        await eventually(lambda: _true(running_bridge.log_text().count("Ignoring malformed") >= 2))
+        # One that mautrix itself cannot parse is logged without its content (SDP, addresses);
+        # sent in alice's chat, whose history (unreadable for mautrix now) is not read again.
+        await alice.send_message_event(
+            calls["alice"].chat,
+            call_event_type("candidates"),
+            {
+                "call_id": calls["alice"].call_id,
+                "version": "1",
+                "candidates": "candidate:1 1 udp 2122260223 192.0.2.71 50000 typ host",
+            },  # type: ignore[arg-type]
+        )
+        summary = "Failed to deserialize event: m.call.candidates"
+        await eventually(lambda: _true(summary in running_bridge.log_text()))
+        assert "192.0.2.71" not in running_bridge.log_text()
 
         # Alice hangs up: she leaves the mix that bob hears.
         await calls["alice"].hang_up()

@@ -3,14 +3,14 @@ speaker's video, and decoding only where a listener needs it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 import itertools
 
-import aioice.ice
 import pytest
 
+from bridge.conferences import Conferences, Profile, Via
 from bridge.voip.leg import MediaLeg
-from sfu import SFU, Conference, Event, MediaSettings, TrackKind
+from sfu import SFU, Event, MediaSettings, TrackKind
 
 from .support.voip_media import CallPeer
 from .support.waiting import eventually
@@ -27,14 +27,6 @@ def hears_only(peer: CallPeer, present: tuple[int, ...], absent: int) -> bool:
     return min(strengths) > HEARD and peer.hears(absent) < ABSENT * min(strengths)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_only() -> Iterator[None]:
-    original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    yield
-    aioice.ice.get_host_addresses = original
-
-
 @pytest.fixture(scope="module")
 async def sfu_server() -> AsyncIterator[SFU]:
     server = SFU(MediaSettings(bind_addresses=("127.0.0.1",)))
@@ -44,8 +36,9 @@ async def sfu_server() -> AsyncIterator[SFU]:
 
 
 class Legs:
-    def __init__(self, conference: Conference) -> None:
-        self.conference = conference
+    def __init__(self, conferences: Conferences, conference_id: str) -> None:
+        self.conferences = conferences
+        self.conference = conferences.get_or_create(conference_id)
         self.legs: dict[str, MediaLeg] = {}
         self.peers: list[CallPeer] = []
 
@@ -56,7 +49,8 @@ class Legs:
     async def call(self, name: str, frequency: float, amplitude: float, luma: int) -> CallPeer:
         peer = CallPeer(frequency, amplitude, luma)
         self.peers.append(peer)
-        leg = MediaLeg(self.conference, name)
+        profile = Profile(f"@{name}:example.org", "dialin", Via.LEGACY_VOIP)
+        leg = MediaLeg(self.conferences, self.conference.id, name, profile)
         self.legs[name] = leg
         await peer.accept_answer(await leg.accept_offer(await peer.offer()))
         return peer
@@ -64,15 +58,13 @@ class Legs:
 
 @pytest.fixture
 async def legs(sfu_server: SFU) -> AsyncIterator[Legs]:
-    holder: list[Legs] = []
-    conference = sfu_server.create_conference(
-        f"voip-{next(_ids)}", lambda e: holder[0].on_event(e)
-    )
-    holder.append(Legs(conference))
-    yield holder[0]
-    for peer in holder[0].peers:
+    conferences = Conferences(sfu_server)
+    legs = Legs(conferences, f"voip-{next(_ids)}")
+    conferences.listen(legs.conference.id, legs.on_event)
+    yield legs
+    for peer in legs.peers:
         await peer.close()
-    await sfu_server.close_conference(conference.id)
+    await sfu_server.close_conference(legs.conference.id)
 
 
 async def test_mix_without_own_voice_and_speaker_video(legs: Legs) -> None:

@@ -27,6 +27,7 @@ from mautrix.types import (
 
 from sfu import Event as ConferenceEvent, ParticipantState, ParticipantStateChanged
 
+from ..conferences import Profile, Via
 from ..db import DialInChat, DialInGhost, ProcessedEvent, Room
 from ..permissions import PermissionLevel, level_for
 from . import signalling as sig
@@ -200,8 +201,18 @@ class DialIn:
             return
         room = await Room.get_or_create(call.room_id)
         conferences = self.bridge.conferences
-        conference = conferences.get_or_create(room.conference_id)
-        leg = MediaLeg(conference, f"{call.caller}:voip:{call.key.call_id}")
+        member = await self.bridge.room_states.store.get_member(call.room_id, call.caller)
+        profile = Profile(
+            call.caller,
+            # 1:1 clients use their device id as party id (matrix-js-sdk does).
+            call.invite.party_id or "dialin",
+            Via.LEGACY_VOIP,
+            display_name=(member.displayname or "") if member else "",
+        )
+        leg = MediaLeg(
+            conferences, room.conference_id, f"{call.caller}:voip:{call.key.call_id}", profile
+        )
+        conference = leg.conference
         stop_listening = conferences.listen(conference.id, lambda e: self._on_media(call, e))
 
         async def release() -> None:

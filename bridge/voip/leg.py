@@ -8,10 +8,10 @@ its own voice (:class:`sfu.AudioMixer`) and one video slot switched to the activ
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 import logging
 
 from sfu import (
-    Conference,
     Event,
     SpeakersChanged,
     Subscription,
@@ -24,6 +24,9 @@ from sfu import (
 
 from .signalling import Candidate, StreamMetadata
 
+if TYPE_CHECKING:
+    from ..conferences import Conferences, Profile
+
 log = logging.getLogger("mau.voip.leg")
 
 STREAM_ID = "conference"
@@ -35,10 +38,17 @@ def offered_kinds(sdp: str) -> set[str]:
 
 
 class MediaLeg:
-    def __init__(self, conference: Conference, participant_id: str) -> None:
-        self.conference = conference
+    def __init__(
+        self, conferences: Conferences, conference_id: str, participant_id: str, profile: Profile
+    ) -> None:
+        """Join the conference with a profile, so that the other adapters show the caller
+        and call history counts them; not subscribed to every track, which a 1:1 client could
+        not tell apart."""
+        self.conference = conferences.get_or_create(conference_id)
         self.id = participant_id
-        self.participant = conference.join(participant_id, auto_subscribe=False)
+        self.participant = conferences.join(
+            conference_id, participant_id, profile, auto_subscribe=False
+        )
         self.transport = self.participant.add_transport(TransportRole.SINGLE)
         self._hears_mix = False
         self._video: Subscription | None = None

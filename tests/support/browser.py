@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's package) driven by Playwright, and a loopback server for the
-pages in ``web/`` with their npm dependencies (installed from the lockfile by ``npm ci``).
+pages in ``web/`` with their npm dependencies (installed from the lockfile by ``npm ci``) and
+the scripts bundled from them (``npm run build``, redone for each test module, so never stale).
 
 Chromium gets fake camera and microphone devices, offers loopback ICE candidates only with
 ``--allow-loopback-in-peer-connection``, and is kept from contacting anything on its own.
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 import shutil
+import subprocess
 
 from aiohttp import web
 from playwright.async_api import Browser, async_playwright
@@ -58,6 +60,7 @@ async def web_pages() -> AsyncIterator[str]:
     """Serve ``web/`` on loopback; yields its base URL."""
     if not (WEB_ROOT / "node_modules").is_dir():
         raise RuntimeError("web/node_modules is missing: run `npm ci` in web/")
+    subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
     app = web.Application()
     app.router.add_static("/", WEB_ROOT, follow_symlinks=False)
     runner = web.AppRunner(app, access_log=None)

@@ -4,15 +4,36 @@ client-server calls, media from :class:`~tests.support.voip_media.CallPeer`."""
 from __future__ import annotations
 
 from typing import Any
+import re
 import secrets
 
 from mautrix.client import ClientAPI
-from mautrix.types import EventType, PaginationDirection, RoomID, UserID
+from mautrix.types import EventType, Membership, PaginationDirection, RoomID, UserID
 
+from .matrix_client import replies_to, wait_for_membership, wait_for_message
+from .synapse import SERVER_NAME
 from .voip_media import CallPeer
 from .waiting import eventually
 
 LIFETIME_MS = 90_000
+BOT = UserID(f"@callbot:{SERVER_NAME}")
+GHOST = re.compile(rf"@_conference_dialin_[0-9a-f]+:{re.escape(SERVER_NAME)}")
+
+
+async def request_ghost(client: ClientAPI, room: RoomID) -> UserID:
+    """The room's dial-in ghost, asked of the bot with ``!call dialin`` as members do."""
+    command = await client.send_text(room, "!call dialin")
+    reply = await wait_for_message(client, room, BOT, replies_to(command))
+    match = GHOST.search(reply.content.body)
+    assert match, reply.content.body
+    return UserID(match.group(0))
+
+
+async def direct_chat(client: ClientAPI, ghost: UserID) -> RoomID:
+    """A direct chat with the ghost, once it has joined (it then takes calls there)."""
+    chat = await client.create_room(invitees=[ghost], is_direct=True)
+    await wait_for_membership(client, chat, ghost, Membership.JOIN)
+    return chat
 
 
 def call_event_type(name: str) -> EventType:
