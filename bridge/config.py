@@ -87,6 +87,8 @@ class Config(BaseFileConfig):
             "focus.public_url",
             "focus.token_lifetime",
             "focus.rooms_without_bot",
+            "media.bind_addresses",
+            "media.ice_servers",
         ):
             copy(key)
         for key in (

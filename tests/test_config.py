@@ -30,6 +30,8 @@ def write_old_config(path: Path) -> None:
             "homeserver.domain": "example.org",
             "appservice.port": 31000,
             "bridge.permissions": {"example.org": "admin", "@eve:elsewhere.net": "none"},
+            "media.bind_addresses": ["192.0.2.10"],
+            "media.ice_servers": [{"urls": ["turn:turn.example.org"], "username": "u"}],
         },
     )
 
@@ -47,6 +49,8 @@ def test_upgrade_keeps_values_and_adds_new_keys_with_comments(tmp_path: Path) ->
     assert reloaded["bridge"]["history_retention_days"] == 365
     assert reloaded["homeserver"]["domain"] == "example.org"
     assert reloaded["appservice"]["port"] == 31000
+    assert list(reloaded["media"]["bind_addresses"]) == ["192.0.2.10"]
+    assert reloaded["media"]["ice_servers"][0]["urls"] == ["turn:turn.example.org"]
     assert dict(reloaded["bridge"]["permissions"]) == {
         "example.org": "admin",
         "@eve:elsewhere.net": "none",
