@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Awaitable, Callable, Iterable
 import asyncio
-import contextlib
 import inspect
 import logging
 import random
@@ -51,6 +50,8 @@ _TX = ffi.new("unsigned char[]", _MAX_PACKET + 256)
 TX_BUFFER: memoryview = memoryview(ffi.buffer(_TX))
 """The one buffer outgoing RTP is written into before :meth:`RtpOutput.send` (single thread)."""
 _TX_LEN = ffi.new("int *")
+_TX_VIEWS = [TX_BUFFER[:length] for length in range(len(TX_BUFFER) + 1)]
+"""``TX_BUFFER[:n]`` made once for every n: no new memoryview per packet sent."""
 
 
 class SeamError(RuntimeError):
@@ -83,7 +84,7 @@ async def self_test() -> None:
     if not TESTED_AIORTC[0] <= version < TESTED_AIORTC[1]:
         logger.warning("aiortc %s is outside the tested range", aiortc.__version__)
     _require(aioice.ice, ["CONSENT_INTERVAL", "CONSENT_FAILURES", "StunProtocol"], "aioice.ice")
-    _require(lib, ["srtp_protect"], "pylibsrtp binding")
+    _require(lib, ["srtp_protect", "srtp_protect_rtcp"], "pylibsrtp binding")
     _require(pylibsrtp.Session, ["protect"], "pylibsrtp.Session")
     pc = RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
     try:
@@ -384,16 +385,13 @@ def suppress_sender_reports(sender: RTCRtpSender) -> None:
     private._send_rtcp = send_rtcp
 
 
-async def send_rtcp(dtls: RTCDtlsTransport, data: bytes) -> None:
-    with contextlib.suppress(ConnectionError):
-        await _private(dtls)._send_rtp(data)
-
-
 class RtpOutput:
     """Protect :data:`TX_BUFFER` with the transport's SRTP session and send it, synchronously.
 
     On a plain UDP pair the datagram goes straight to the socket; a full socket buffer drops
     the packet, as SFUs do, instead of queueing. Relayed (TURN) pairs go through aioice.
+    RTCP the SFU writes itself (translated sender reports) takes the same way, instead of a
+    task per packet through aiortc's send coroutines.
     """
 
     __slots__ = ("_addr", "_sendto", "_srtp")
@@ -409,10 +407,28 @@ class RtpOutput:
 
     def send(self, length: int) -> bool:
         _TX_LEN[0] = length
-        if lib.srtp_protect(self._srtp, _TX, _TX_LEN) != 0:
+        if _srtp_protect(self._srtp, _TX, _TX_LEN) != 0:
             return False
         try:
-            self._sendto(TX_BUFFER[: _TX_LEN[0]], self._addr)
+            self._sendto(_TX_VIEWS[_TX_LEN[0]], self._addr)
         except OSError:
             return False
         return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Protect and send one RTCP packet (uses :data:`TX_BUFFER`)."""
+        length = len(packet)
+        if length > _MAX_PACKET:
+            return False
+        TX_BUFFER[:length] = packet
+        _TX_LEN[0] = length
+        if lib.srtp_protect_rtcp(self._srtp, _TX, _TX_LEN) != 0:
+            return False
+        try:
+            self._sendto(_TX_VIEWS[_TX_LEN[0]], self._addr)
+        except OSError:
+            return False
+        return True
+
+
+_srtp_protect = lib.srtp_protect

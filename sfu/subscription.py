@@ -9,7 +9,6 @@ transmit buffer, rewritten in place and sent by :class:`~sfu.aiortc_seams.RtpOut
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-import asyncio
 
 from aiortc.rtp import RtcpReceiverInfo
 
@@ -45,13 +44,11 @@ class Subscription:
         self.jitter = 0
         self._msid: tuple[str, str] | None = None
         self._output: seams.RtpOutput | None = None
-        self._dtls: RTCDtlsTransport | None = None
         self._payload_types: dict[str, int] = {}
         self._payload_type = -1
         self._waiting = True
         self._rewriter = SequenceRewriter(90000 if kind == "video" else 48000)
         self._picture_ids = PictureIdRewriter()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def bind(self, transceiver: RTCRtpTransceiver) -> None:
         """Attach the sender slot this stream goes out on (its SSRC is announced in SDP)."""
@@ -119,7 +116,6 @@ class Subscription:
         }
         self._select_payload_type()
         if self._output is None:
-            self._dtls = dtls
             self._output = seams.RtpOutput(dtls)
             self._waiting = True
             if self.source is not None:
@@ -131,8 +127,6 @@ class Subscription:
     def close(self) -> None:
         self.switch(None)
         self.deactivate()
-        for task in self._tasks:
-            task.cancel()
 
     def _select_payload_type(self) -> None:
         codec = self.source.codec.lower() if self.source is not None else ""
@@ -195,15 +189,14 @@ class Subscription:
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """Translate the source's sender report into this stream's timeline."""
-        if self._dtls is None or self._output is None or self._waiting:
+        if self._output is None or self._waiting:
             return
-        data = rtcp.sender_report(
-            self.ssrc,
-            ntp_timestamp,
-            rtp_timestamp + self._rewriter.ts_offset,
-            self.packets_sent,
-            self.octets_sent,
+        self._output.send_rtcp(
+            rtcp.sender_report(
+                self.ssrc,
+                ntp_timestamp,
+                rtp_timestamp + self._rewriter.ts_offset,
+                self.packets_sent,
+                self.octets_sent,
+            )
         )
-        task = asyncio.ensure_future(seams.send_rtcp(self._dtls, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
