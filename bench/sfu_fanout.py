@@ -22,120 +22,24 @@ from __future__ import annotations
 from typing import Any
 import argparse
 import asyncio
-import ctypes
-import fractions
 import json
-import math
 import os
-import pickle
-import resource
-import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-WIDTH, HEIGHT, FPS, GOP, SECONDS = 640, 360, 30, 60, 10
-MEDIA_CACHE = os.path.join(tempfile.gettempdir(), "sfu_fanout_media_v1.pkl")
-
-
-def loopback_only() -> None:
-    """Client peers gather on 127.0.0.1 only (the SFU is configured with bind_addresses)."""
-    import aioice.ice
-
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-# ------------------------------------------------------------------------------ media
-
-
-def prepare_media() -> dict[str, list[bytes]]:
-    """Encode 10 s of moving synthetic video and a tone once; cached in the temp dir."""
-    if os.path.exists(MEDIA_CACHE):
-        with open(MEDIA_CACHE, "rb") as f:
-            media: dict[str, list[bytes]] = pickle.load(f)
-            return media
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    texture = np.kron(
-        rng.integers(0, 256, (HEIGHT // 4, WIDTH // 4), dtype=np.uint8),
-        np.ones((8, 8), dtype=np.uint8),
-    )
-    video = av.CodecContext.create("libvpx", "w")
-    video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    video.bit_rate = 1_000_000
-    video.time_base = fractions.Fraction(1, FPS)
-    video.gop_size = GOP
-    video.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
-    frames = []
-    for i in range(FPS * SECONDS):
-        y = np.roll(texture, (i * 2, i * 3), axis=(0, 1))[:HEIGHT, :WIDTH].copy()
-        band = (i * 7) % (HEIGHT - 12)
-        y[band : band + 12] = rng.integers(0, 256, (12, WIDTH), dtype=np.uint8)
-        image = np.vstack([y, np.full((HEIGHT // 2, WIDTH), 128, dtype=np.uint8)])
-        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
-        frame.pts = i
-        if i % GOP == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        frames += [bytes(p) for p in video.encode(frame)]
-    frames += [bytes(p) for p in video.encode(None)]
-
-    audio = av.CodecContext.create("libopus", "w")
-    audio.bit_rate, audio.sample_rate, audio.format, audio.layout = 32000, 48000, "s16", "mono"
-    audio.time_base = fractions.Fraction(1, 48000)
-    packets = []
-    for i in range(50 * SECONDS):
-        t = (np.arange(960) + i * 960) / 48000
-        tone = (np.sin(2 * math.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
-        chunk = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
-        chunk.sample_rate, chunk.pts = 48000, i * 960
-        packets += [bytes(p) for p in audio.encode(chunk)]
-    media = {"video": frames[: FPS * SECONDS], "audio": packets}
-    with open(MEDIA_CACHE, "wb") as f:
-        pickle.dump(media, f)
-    return media
-
-
-def pre_encoded_track(kind: str, frames: list[bytes]) -> Any:
-    """A track that yields pre-encoded av.Packets in real time: aiortc packetizes, no encode."""
-    from aiortc.mediastreams import MediaStreamTrack
-    import av
-
-    class PreEncoded(MediaStreamTrack):
-        def __init__(self) -> None:
-            super().__init__()
-            self.kind = kind
-            self._index = 0
-            self._start = 0.0
-            video = kind == "video"
-            self._period = 1 / FPS if video else 0.02
-            self._step = 90000 // FPS if video else 960
-            self._time_base = fractions.Fraction(1, 90000 if video else 48000)
-
-        async def recv(self) -> av.Packet:
-            if not self._start:
-                self._start = time.monotonic()
-            delay = self._start + self._index * self._period - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            packet = av.Packet(frames[self._index % len(frames)])
-            packet.pts, packet.time_base = self._index * self._step, self._time_base
-            self._index += 1
-            return packet
-
-    return PreEncoded()
-
+from bench.common import (  # noqa: E402 - after the path set-up
+    cpu_seconds,
+    drop_rtp_in_kernel,
+    kernel_drops,
+    loopback_only,
+    pre_encoded_track,
+    prepare_media,
+    socket_inode,
+)
 
 # ------------------------------------------------------------------------------ signalling
 
@@ -206,23 +110,6 @@ async def sfu_main(port: int) -> None:
 # ------------------------------------------------------------------------------ clients
 
 
-def drop_rtp_in_kernel(sock: socket.socket) -> Any:
-    """Classic BPF: drop datagrams whose first byte is >= 0x80 (SRTP/SRTCP), keep STUN/DTLS.
-
-    Dropped datagrams are counted in the ``drops`` column of /proc/net/udp.
-    """
-    program = [(0x30, 0, 0, 8), (0x35, 0, 1, 0x80), (0x06, 0, 0, 0), (0x06, 0, 0, 0xFFFF)]
-    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in program))
-    sock.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", len(program), ctypes.addressof(buf)))
-    return buf
-
-
-def kernel_drops(inodes: set[int]) -> int:
-    with open("/proc/net/udp") as f:
-        next(f)
-        return sum(int(line.split()[-1]) for line in f if int(line.split()[9]) in inodes)
-
-
 async def clients_main(port: int, n: int, warmup: float, measure: float) -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
@@ -283,7 +170,7 @@ async def clients_main(port: int, n: int, warmup: float, measure: float) -> None
             if sink.state == "connected" and id(pc) not in {f[1] for f in filters}:
                 sock = sink.transport._connection._nominated[1].protocol.transport._sock
                 filters.append((drop_rtp_in_kernel(sock), id(pc)))
-                inodes.add(os.fstat(sock.fileno()).st_ino)
+                inodes.add(socket_inode(sock))
         await asyncio.sleep(0.1)
     await rpc(reader, writer, {"type": "go"})
     await asyncio.sleep(warmup)
