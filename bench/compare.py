@@ -63,14 +63,13 @@ SWEEPS = [
 
 
 def setup_namespace() -> None:
-    """Inside ``unshare -n``: loopback up, a veth pair whose end ``jb0`` carries 127.0.0.1 for
-    Janus (it skips loopback interfaces) and ``jb1`` 127.0.0.2, the one address our SFU finds
-    with its default settings (aioice skips 127.0.0.1). Everything stays on loopback."""
+    """Inside ``unshare -n``: loopback up, and a veth pair whose end ``jb0`` carries 127.0.0.1
+    for Janus (it skips loopback interfaces; our SFU binds 127.0.0.1 by configuration).
+    Everything stays on loopback."""
     for command in (
         "ip link set lo up",
         "ip link add jb0 type veth peer name jb1",
         "ip addr add 127.0.0.1/32 dev jb0",
-        "ip addr add 127.0.0.2/32 dev jb1",
         "ip link set jb0 up",
         "ip link set jb1 up",
     ):

@@ -44,9 +44,7 @@ class BridgeServer:
         edit_config(self.bridge.config_path, {"focus.rooms_without_bot": "bridge_permissions"})
         self.bridge.use_database(f"sqlite:{self.workdir / 'bridge.db'}")
         self.synapse.start(appservice_files=[self.bridge.registration_path])
-        synapse = self.synapse._process
-        assert synapse is not None
-        pin(synapse.pid, load_cpu)
+        pin(self.synapse.pid, load_cpu)
 
     @property
     def url(self) -> str:
@@ -54,9 +52,7 @@ class BridgeServer:
 
     @property
     def pid(self) -> int:
-        process = self.bridge._process
-        assert process is not None
-        return process.pid
+        return self.bridge.pid
 
     def secret(self) -> bytes:
         with sqlite3.connect(self.workdir / "bridge.db") as db:

@@ -59,6 +59,13 @@ class BridgeProcess:
         self._log_file = workdir / "bridge.log"
 
     @property
+    def pid(self) -> int:
+        """The running process's id (benchmarks pin it to a core and read its CPU time)."""
+        if self._process is None:
+            raise RuntimeError("not running")
+        return self._process.pid
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

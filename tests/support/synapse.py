@@ -63,6 +63,13 @@ class Synapse:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        """The running process's id (benchmarks pin it to a core and read its CPU time)."""
+        if self._process is None:
+            raise RuntimeError("not running")
+        return self._process.pid
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "homeserver.log"
 
