@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sfu_peers import Room, tap_received_payloads, tap_sent_payloads, wait_for
 
 LUMAS = {"alice": 40, "bob": 120, "carol": 200}
@@ -44,3 +46,23 @@ async def test_payload_bytes_arrive_untouched(room: Room) -> None:
     assert set(received) <= subscription_ssrcs
     for payloads in received.values():
         assert payloads <= sent  # every forwarded payload is byte-identical to a sent one
+
+
+async def test_paused_subscription_stops_and_resumes_with_a_decodable_frame(room: Room) -> None:
+    """Clients pause video they do not display (LiveKit's adaptive stream); the source stays."""
+    alice, bob = room.add("alice"), room.add("bob")
+    await alice.publish(luma=LUMAS["alice"])
+    await wait_for(lambda: bob.video_from("alice").video_frames >= 10)
+    subscription = bob.participant.subscription_for("alice-video")
+    assert subscription is not None
+
+    subscription.set_paused(True)
+    sent_when_paused = subscription.packets_sent
+    frames = bob.video_from("alice").video_frames
+    await asyncio.sleep(1)
+    assert subscription.packets_sent == sent_when_paused
+    assert bob.video_from("alice").video_frames <= frames + 1
+
+    subscription.set_paused(False)
+    await wait_for(lambda: bob.video_from("alice").video_frames >= frames + 10)
+    assert decoded_marker(bob.video_from("alice").lumas, LUMAS["alice"])
