@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from mautrix.client import ClientAPI
 from playwright.async_api import Browser
 import aioice.ice
 import pytest
 
 from .support.bridge_process import BridgeProcess
 from .support.browser import chromium, web_pages
+from .support.matrix_client import matrix_client
 from .support.postgres import BACKENDS, empty_database, fresh_database
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
@@ -122,3 +124,16 @@ async def pages_url() -> AsyncIterator[str]:
     """The base URL of ``web/``, its scripts bundled."""
     async with web_pages() as url:
         yield url
+
+
+@pytest.fixture
+async def alice(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
+    """Alice's Matrix client (she creates the test rooms)."""
+    async with matrix_client(users["alice"], synapse.base_url) as client:
+        yield client
+
+
+@pytest.fixture
+async def bob(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
+    async with matrix_client(users["bob"], synapse.base_url) as client:
+        yield client

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 import re
 
 from mautrix.client import ClientAPI
@@ -36,12 +35,6 @@ BOT = UserID(f"@callbot:{SERVER_NAME}")
 def bridge(bridge_with_database: tuple[BridgeProcess, str]) -> BridgeProcess:
     """The bridge process, once on SQLite and once on PostgreSQL."""
     return bridge_with_database[0]
-
-
-@pytest.fixture
-async def alice(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
-    async with matrix_client(users["alice"], synapse.base_url) as client:
-        yield client
 
 
 async def room_with_bot(client: ClientAPI) -> RoomID:

@@ -21,7 +21,7 @@ import pytest
 from bridge.focus.tokens import FocusTokens
 
 from ..support.bridge_process import BridgeProcess
-from ..support.matrix_client import matrix_client, wait_for_membership
+from ..support.matrix_client import wait_for_membership
 from ..support.synapse import SERVER_NAME, MatrixUser, Synapse
 from ..support.waiting import eventually
 
@@ -79,18 +79,6 @@ async def focus(bridge_with_database: tuple[BridgeProcess, str]) -> AsyncIterato
     bridge, url = bridge_with_database
     async with aiohttp.ClientSession() as session:
         yield Focus(bridge, url, session)
-
-
-@pytest.fixture
-async def alice(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
-    async with matrix_client(users["alice"], synapse.base_url) as client:
-        yield client
-
-
-@pytest.fixture
-async def bob(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
-    async with matrix_client(users["bob"], synapse.base_url) as client:
-        yield client
 
 
 async def room_with_bot(client: ClientAPI) -> RoomID:
