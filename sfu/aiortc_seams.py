@@ -152,14 +152,36 @@ def prepare_ice(pc: RTCPeerConnection, settings: MediaSettings) -> None:
     """
     if not (settings.bind_addresses or settings.public_ip or settings.udp_port_min):
         return
-    gatherers = {t.sender.transport.transport.iceGatherer for t in pc.getTransceivers()}
-    if pc.sctp is not None:
-        gatherers.add(pc.sctp.transport.transport.iceGatherer)
-    for gatherer in gatherers:
+    for gatherer in _ice_gatherers(pc):
         connection = _private(gatherer)._connection
         if gatherer.state == "new" and not getattr(connection, "_sfu_prepared", False):
             connection._sfu_prepared = True
             connection.get_component_candidates = _host_gathering(connection, settings)
+
+
+def _ice_gatherers(pc: RTCPeerConnection) -> set[Any]:
+    """The ICE gatherers of ``pc``'s transports, skipping parts a failed negotiation left
+    unset."""
+    dtls_transports = [t.sender.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls_transports.append(pc.sctp.transport)
+    return {
+        dtls.transport.iceGatherer
+        for dtls in dtls_transports
+        if dtls is not None and dtls.transport is not None
+    }
+
+
+def release_sockets(pc: RTCPeerConnection) -> None:
+    """Close the UDP sockets of every ICE connection of ``pc``. ``pc.close()`` does this, but
+    not when it raises half-way (after an offer aiortc rejected part-way through applying)."""
+    for gatherer in _ice_gatherers(pc):
+        connection = _private(gatherer)._connection
+        for protocol in list(connection._protocols):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.close()
+        connection._protocols.clear()
 
 
 def _host_gathering(

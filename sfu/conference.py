@@ -95,13 +95,18 @@ class Conference:
         participant = self._participants.pop(participant_id, None)
         if participant is None:
             return
-        if self._mixer is not None:
-            self._mixer.remove_listener(participant_id)
-        await participant._close()
-        self._speakers.remove(participant_id)
-        self._emit(
-            ParticipantStateChanged(self.id, participant_id, ParticipantState.DISCONNECTED, reason)
-        )
+        try:
+            if self._mixer is not None:
+                self._mixer.remove_listener(participant_id)
+            await participant._close()
+        finally:
+            # Whatever failed above, the others must see the participant go.
+            self._speakers.remove(participant_id)
+            self._emit(
+                ParticipantStateChanged(
+                    self.id, participant_id, ParticipantState.DISCONNECTED, reason
+                )
+            )
 
     async def close(self) -> None:
         self._closed = True

@@ -46,6 +46,15 @@ class MediaSettings:
     ice_consent_failures: int = 6
     history_size: int = 1024
     """Packets kept per published stream to answer NACKs."""
+    max_tracks_per_participant: int = 16
+    """Streams one participant may publish, however it offers them (camera, microphone, screen
+    share and its audio fit many times); further sections it sends on are refused."""
+    connect_timeout: float = 20.0
+    """Seconds a negotiated transport may take to connect (ICE and DTLS) before its participant
+    is removed: a client that never completes ICE must not hold a port and checks forever."""
+    max_connecting_transports: int = 100
+    """Transports negotiating or checking connectivity at once; adapters refuse newcomers above
+    it (ICE checks cost CPU, and each such transport holds a UDP port)."""
 
     def __post_init__(self) -> None:
         if (self.udp_port_min is None) != (self.udp_port_max is None):
@@ -56,3 +65,7 @@ class MediaSettings:
             and not (1024 <= self.udp_port_min <= self.udp_port_max <= 65535)
         ):
             raise ValueError("invalid UDP port range")
+        if self.max_tracks_per_participant < 1 or self.max_connecting_transports < 1:
+            raise ValueError("limits must be at least 1")
+        if self.connect_timeout <= 0:
+            raise ValueError("connect_timeout must be positive")

@@ -66,6 +66,16 @@ class ParticipantStateChanged:
 
 
 @dataclass(frozen=True)
+class PublishPermissionChanged:
+    """The adapter allowed or forbade a participant to publish; when forbidden, its tracks
+    were unpublished (each with :class:`TrackUnpublished`) and what it sends is dropped."""
+
+    conference_id: str
+    participant_id: str
+    can_publish: bool
+
+
+@dataclass(frozen=True)
 class SpeakersChanged:
     conference_id: str
     speakers: tuple[SpeakerLevel, ...]
@@ -99,6 +109,7 @@ Event = (
     | TrackUnpublished
     | TrackMuted
     | ParticipantStateChanged
+    | PublishPermissionChanged
     | SpeakersChanged
     | KeyframeRequested
     | NegotiationNeeded
@@ -112,6 +123,7 @@ __all__ = [
     "NegotiationNeeded",
     "ParticipantState",
     "ParticipantStateChanged",
+    "PublishPermissionChanged",
     "SpeakerLevel",
     "SpeakersChanged",
     "TrackInfo",

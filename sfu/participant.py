@@ -8,7 +8,13 @@ import itertools
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 
 from . import aiortc_seams as seams
-from .events import NegotiationNeeded, ParticipantState, TrackInfo, TrackKind
+from .events import (
+    NegotiationNeeded,
+    ParticipantState,
+    PublishPermissionChanged,
+    TrackInfo,
+    TrackKind,
+)
 from .subscription import Subscription
 from .track import AUDIO_LEVEL_URI, PublishedTrack
 from .transport import Transport, TransportRole
@@ -27,6 +33,8 @@ class Participant:
         self.auto_subscribe = auto_subscribe
         """Subscribe to every track published by others (the default for LiveKit clients)."""
         self.state = ParticipantState.JOINED
+        self.can_publish = True
+        """Set by the adapter from its authorisation (:meth:`set_can_publish`)."""
         self._conference = conference
         self._transports: dict[str, Transport] = {}
         self._published: dict[str, PublishedTrack] = {}
@@ -127,11 +135,31 @@ class Participant:
 
     # ------------------------------------------------------------------ publishing
 
+    def set_can_publish(self, allowed: bool) -> None:
+        """Allow or forbid publishing. Forbidden, the participant's tracks are unpublished at
+        once and what it sends is dropped; sections it offers are refused until allowed again
+        (then its next offer publishes)."""
+        if allowed == self.can_publish:
+            return
+        self.can_publish = allowed
+        if not allowed:
+            for transport in self._transports.values():
+                transport.stop_receiving()
+        conference = self._conference
+        conference._emit(PublishPermissionChanged(conference.id, self.id, allowed))
+
     def set_muted(self, track_id: str, muted: bool) -> None:
-        track = self._published[track_id]
-        if track.muted != muted:
+        """Mute or unmute one of its tracks; unknown (e.g. just unpublished) tracks are
+        ignored."""
+        track = self._published.get(track_id)
+        if track is not None and track.muted != muted:
             track.set_muted(muted)
             self._conference._track_muted(track)
+
+    def _publish_budget(self) -> int:
+        if not self.can_publish:
+            return 0
+        return max(0, self._conference.settings.max_tracks_per_participant - len(self._published))
 
     def _publish_incoming(
         self, transport: Transport, transceiver: RTCRtpTransceiver, track_id: str | None
@@ -190,7 +218,7 @@ class Participant:
     async def _close(self) -> None:
         self.state = ParticipantState.DISCONNECTED
         for transport in self._transports.values():
-            await transport.close()
+            await transport.close()  # never raises: it releases what it can
         self._transports.clear()
         self._subscriptions.clear()
         self._published.clear()

@@ -40,6 +40,21 @@ class SFU:
     def conferences(self) -> list[Conference]:
         return list(self._conferences.values())
 
+    def connecting_transports(self) -> int:
+        """Transports negotiated but not yet connected, in every conference."""
+        return sum(
+            1
+            for conference in self._conferences.values()
+            for participant in conference.participants
+            for transport in participant.transports
+            if transport.connecting
+        )
+
+    def accepts_newcomers(self) -> bool:
+        """False while :attr:`MediaSettings.max_connecting_transports` are connecting: adapters
+        refuse new participants then (each costs ICE checks and a port until it connects)."""
+        return self.connecting_transports() < self.settings.max_connecting_transports
+
     async def close_conference(self, conference_id: str) -> None:
         conference = self._conferences.pop(conference_id, None)
         if conference is not None:

@@ -79,6 +79,9 @@ class TransportOwner(Protocol):
 
     def _unpublish_incoming(self, track: PublishedTrack) -> None: ...
 
+    def _publish_budget(self) -> int:
+        """How many more streams the participant may publish (0 when it may not publish)."""
+
     def _transport_state_changed(self, transport: Transport, state: str) -> None: ...
 
 
@@ -130,6 +133,7 @@ class Transport:
         self._local: dict[RTCRtpTransceiver, MediaStreamTrack] = {}
         self._hooked: set[RTCDtlsTransport] = set()
         self._closed = False
+        self._connect_deadline: asyncio.TimerHandle | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
 
     @property
@@ -140,18 +144,27 @@ class Transport:
     def subscriptions(self) -> list[Subscription]:
         return list(self._subscriptions)
 
+    @property
+    def connecting(self) -> bool:
+        """Negotiated (so holding a UDP port and running ICE checks) but not yet connected."""
+        return self._connect_deadline is not None
+
     # ------------------------------------------------------------------ signalling
 
     async def accept_offer(self, sdp: str, track_ids: Mapping[str, str] | None = None) -> str:
         """Apply the client's offer and return the SFU's answer.
 
-        Every media section the client sends on becomes a published track; ``track_ids`` maps
-        its mid to the adapter's track id (default ``"{participant}/{mid}"``).
+        Media sections the client sends on become published tracks while the participant may
+        publish, up to its track limit. ``track_ids`` maps a section's mid to the adapter's
+        track id; given, it is also the list of sections the adapter announced, and any other
+        section the client sends on is refused (answered ``inactive``). Without it every
+        sending section is published as ``"{participant}/{mid}"``.
         """
         if self.role is TransportRole.SUBSCRIBER:
             raise RuntimeError("the SFU offers on a subscriber transport")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await self._bind_offered_slots()
+        self._admit_sections(track_ids)
         answer = await self.pc.createAnswer()
         seams.prepare_ice(self.pc, self._settings)
         await self.pc.setLocalDescription(answer)
@@ -165,6 +178,7 @@ class Transport:
         offer = await self.pc.createOffer()
         seams.prepare_ice(self.pc, self._settings)
         await self.pc.setLocalDescription(offer)
+        self._await_connection()
         return self.pc.localDescription.sdp
 
     async def accept_answer(self, sdp: str) -> None:
@@ -174,11 +188,19 @@ class Transport:
     async def add_remote_candidate(
         self, candidate: str | None, sdp_mid: str | None = None, sdp_mline_index: int = 0
     ) -> None:
-        """Trickle ICE in: ``candidate`` as in SDP (``candidate:...``); None ends them."""
+        """Trickle ICE in: ``candidate`` as in SDP (``candidate:...``); None ends them.
+
+        Raises:
+            ValueError: the candidate is malformed or comes after the end of candidates.
+        """
         if candidate is None:
             await self.pc.addIceCandidate(None)
             return
-        parsed = candidate_from_sdp(candidate.removeprefix("a=").removeprefix("candidate:"))
+        try:
+            parsed = candidate_from_sdp(candidate.removeprefix("a=").removeprefix("candidate:"))
+        except (ValueError, IndexError, AssertionError) as e:
+            # aiortc's parser asserts on some malformed fields instead of raising ValueError.
+            raise ValueError(f"malformed ICE candidate: {e!r}") from e
         parsed.sdpMid = sdp_mid
         parsed.sdpMLineIndex = sdp_mline_index
         await self.pc.addIceCandidate(parsed)
@@ -264,6 +286,32 @@ class Transport:
                 transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
                 self._bind(subscription, transceiver)
 
+    def _admit_sections(self, track_ids: Mapping[str, str] | None) -> None:
+        """Decide, before answering, which sections the client may send on: the one gate for
+        every stream a participant publishes, whatever signalling brought the offer. A refused
+        section is answered ``inactive`` (or ``sendonly`` where the SFU sends on it), so the
+        client does not send, and nothing of it would be forwarded if it did."""
+        budget = self._owner._publish_budget()
+        sending_slots = {s.transceiver for s in self._subscriptions} | set(self._local)
+        for transceiver in self.pc.getTransceivers():
+            if transceiver in self._published:
+                continue
+            if seams.offered_direction(transceiver) not in _RECEIVING:
+                continue
+            allowed = budget > 0 and (track_ids is None or transceiver.mid in track_ids)
+            sends = transceiver in sending_slots
+            if allowed:
+                budget -= 1
+                transceiver.direction = "sendrecv" if sends else "recvonly"
+            else:
+                transceiver.direction = "sendonly" if sends else "inactive"
+
+    def stop_receiving(self) -> None:
+        """Unpublish everything received here (the participant lost the right to publish).
+        Sections stay negotiated; a later offer may publish again once allowed."""
+        for transceiver in list(self._published):
+            self._drop_published(transceiver)
+
     def missing_slots(self) -> dict[str, int]:
         """Per kind, how many more sections the client must offer to receive on before every
         waiting local track and subscription has one (single transport; the SFU cannot add
@@ -287,6 +335,7 @@ class Transport:
     # ------------------------------------------------------------------ negotiation results
 
     def _negotiated(self, track_ids: Mapping[str, str]) -> None:
+        self._await_connection()
         for transceiver in self.pc.getTransceivers():
             self._hook(transceiver.receiver.transport)
         for transceiver in self.pc.getTransceivers():
@@ -330,8 +379,24 @@ class Transport:
         )
         dtls.on("statechange", self._update_subscriptions)
 
+    def _await_connection(self) -> None:
+        """Once negotiated, the transport has ``connect_timeout`` to connect, or fails."""
+        if self._connect_deadline is None and self.pc.connectionState != "connected":
+            self._connect_deadline = asyncio.get_running_loop().call_later(
+                self._settings.connect_timeout, self._connect_timed_out
+            )
+
+    def _connect_timed_out(self) -> None:
+        if self.pc.connectionState == "connected" or self._closed:
+            return
+        logger.info("transport %s did not connect in time", self.id)
+        self._owner._transport_state_changed(self, "failed")
+
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
+        if state != "new" and state != "connecting" and self._connect_deadline is not None:
+            self._connect_deadline.cancel()
+            self._connect_deadline = None
         if state in ("failed", "closed"):
             for subscription in self._subscriptions:
                 subscription.deactivate()
@@ -368,9 +433,14 @@ class Transport:
     # ------------------------------------------------------------------ teardown
 
     async def close(self) -> None:
+        """Release everything, even after a negotiation that failed half-way (aiortc may then
+        raise while closing): no track stays published and no socket stays bound."""
         if self._closed:
             return
         self._closed = True
+        if self._connect_deadline is not None:
+            self._connect_deadline.cancel()
+            self._connect_deadline = None
         for subscription in self._subscriptions:
             subscription.close()
         self._subscriptions.clear()
@@ -381,7 +451,12 @@ class Transport:
             self._drop_published(transceiver)
         self._inbound.clear()
         self.pc.remove_all_listeners()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:
+            logger.warning("transport %s did not close cleanly", self.id, exc_info=True)
+        finally:
+            seams.release_sockets(self.pc)
         for dtls in self._hooked:
             dtls.remove_all_listeners()
         self._hooked.clear()
