@@ -26,6 +26,7 @@ from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
 from .permissions import PermissionLevel
+from .publishing import PublishRights
 from .room_state import RoomStates
 from .voip import DialIn
 
@@ -75,8 +76,14 @@ class Bridge:
         self.calls = CallTracker(self)
         self.room_states = RoomStates(self.az)
         self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
+        self.publish_rights = PublishRights(self.focus.access, self.conferences)
         self.signalling = LiveKitSignalling(
-            self.focus, self.conferences, self.sfu.settings, config["bridge.call_end_grace"]
+            self.focus,
+            self.conferences,
+            self.publish_rights,
+            self.sfu.settings,
+            config.session_limits(),
+            config["bridge.call_end_grace"],
         )
         self.signalling.add_routes(self.focus.app)
         self.call_memberships = CallMemberships(self.signalling)

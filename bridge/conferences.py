@@ -42,6 +42,9 @@ class Profile:
     display_name: str = ""
     identity: str = ""
     """The LiveKit identity other clients bind E2EE keys to; empty for non-LiveKit legs."""
+    may_publish: bool = True
+    """What the credentials it joined with allow (a LiveKit token's grant); whether it may
+    publish also depends on the room, see :class:`bridge.publishing.PublishRights`."""
 
 
 class Conferences:

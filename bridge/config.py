@@ -19,11 +19,20 @@ from sfu import IceServer, MediaSettings
 
 from . import resources
 from .focus.access import RoomsWithoutBot
+from .livekit.service import SessionLimits
 from .permissions import PermissionLevel
 
 TOKEN_PLACEHOLDER = "This value is generated when generating the registration"
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _USER_ID = re.compile(r"^@[^:\s]+:[^\s]+$")
+LIMITS = (
+    "tracks_per_participant",
+    "sessions_per_user",
+    "participants_per_room",
+    "connecting",
+    "connect_timeout",
+)
+"""The keys of ``media.limits``."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,7 @@ class Config(BaseFileConfig):
             "focus.rooms_without_bot",
             "media.bind_addresses",
             "media.ice_servers",
+            *(f"media.limits.{name}" for name in LIMITS),
         ):
             copy(key)
         for key in (
@@ -135,6 +145,8 @@ class Config(BaseFileConfig):
             servers.append(
                 IceServer(tuple(urls), server.get("username"), server.get("credential"))
             )
+        tracks, connecting = self.limit("tracks_per_participant"), self.limit("connecting")
+        connect_timeout = self.limit("connect_timeout")
         try:
             return MediaSettings(
                 bind_addresses=tuple(str(a) for a in self.get("media.bind_addresses", None) or []),
@@ -142,9 +154,29 @@ class Config(BaseFileConfig):
                 udp_port_min=ports[0] or None,
                 udp_port_max=ports[1] or None,
                 ice_servers=tuple(servers),
+                max_tracks_per_participant=tracks,
+                connect_timeout=connect_timeout,
+                max_connecting_transports=connecting,
             )
         except ValueError as e:
             raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e
+
+    def limit(self, name: str) -> int:
+        """``media.limits.<name>``, a positive whole number.
+
+        Raises:
+            ValueError: it is not; the message names the key.
+        """
+        value = self.get(f"media.limits.{name}", None)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"media.limits.{name}: must be a whole number, 1 or more")
+        return value
+
+    def session_limits(self) -> SessionLimits:
+        return SessionLimits(
+            per_user=self.limit("sessions_per_user"),
+            per_room=self.limit("participants_per_room"),
+        )
 
     def problems(self, *, need_tokens: bool = True) -> list[ConfigProblem]:
         """Every invalid value, each naming its key. Empty when the config is usable."""
@@ -208,6 +240,7 @@ class Config(BaseFileConfig):
         found.extend(self._dialin_problems())
         try:
             self.media_settings()
+            self.session_limits()
         except (ValueError, TypeError, KeyError) as e:
             found.append(ConfigProblem("media", str(e)))
         found.extend(self._focus_problems())

@@ -52,6 +52,9 @@ class MatrixHandler:
                 await self._handle_message(evt)
             elif isinstance(evt, StateEvent) and evt.type.t == CALL_MEMBER:
                 await self.bridge.call_memberships.handle(evt)
+            elif isinstance(evt, StateEvent) and evt.type == EventType.ROOM_POWER_LEVELS:
+                # A demotion takes effect on the media at once, not at the next token.
+                await self.bridge.publish_rights.apply_to_room(evt.room_id)
             await self.bridge.dialin.handle_event(evt)
         except Exception:
             log.exception("Failed to handle %s %s in %s", evt.type, evt.event_id, evt.room_id)

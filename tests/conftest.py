@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+import contextlib
 
 from mautrix.client import ClientAPI
+from mautrix.types import Membership, RoomID, UserID
 from playwright.async_api import Browser
 import aioice.ice
 import pytest
 
 from .support.bridge_process import BridgeProcess
 from .support.browser import chromium, web_pages
-from .support.matrix_client import matrix_client
+from .support.livekit_client import (
+    BOT,
+    CALL_MEMBER,
+    ClientFactory,
+    LiveKitClient,
+    Protocol,
+    focus_token,
+)
+from .support.matrix_client import matrix_client, wait_for_membership
 from .support.postgres import BACKENDS, empty_database, fresh_database
 from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
@@ -137,3 +147,57 @@ async def alice(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator
 async def bob(users: dict[str, MatrixUser], synapse: Synapse) -> AsyncIterator[ClientAPI]:
     async with matrix_client(users["bob"], synapse.base_url) as client:
         yield client
+
+
+@pytest.fixture
+async def room_id(
+    running_bridge: BridgeProcess, users: dict[str, MatrixUser], synapse: Synapse
+) -> AsyncIterator[RoomID]:
+    """A room with the bot, alice (its creator), bob and carol."""
+    async with matrix_client(users["alice"], synapse.base_url) as alice:
+        room = await alice.create_room(
+            invitees=[BOT, UserID(users["bob"].user_id)],
+            # As Element Call sets up call rooms: every member may publish.
+            power_level_override={"events": {CALL_MEMBER: 0}},
+        )
+        await wait_for_membership(alice, room, BOT, Membership.JOIN)
+        await alice.invite_user(room, UserID(users["carol"].user_id))
+        for name in ("bob", "carol"):
+            async with matrix_client(users[name], synapse.base_url) as member:
+                await member.join_room_by_id(room)
+        yield room
+
+
+@pytest.fixture
+def protocol() -> Protocol:
+    """The signalling protocol clients speak unless a test chooses (see BOTH_PROTOCOLS)."""
+    return "v0"
+
+
+@pytest.fixture
+async def connect(
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+    protocol: Protocol,
+) -> AsyncIterator[ClientFactory]:
+    """Connect a user's LiveKit client to the room's call; all are closed afterwards."""
+    clients: list[LiveKitClient] = []
+
+    async def factory(
+        name: str,
+        auto_subscribe: bool = True,
+        protocol: Protocol = protocol,
+        media_sections: tuple[int, int] = (3, 3),
+    ) -> LiveKitClient:
+        token = await focus_token(running_bridge, synapse, users[name], room_id)
+        client = LiveKitClient(running_bridge.focus_url, token, protocol, media_sections)
+        clients.append(client)
+        await client.connect(auto_subscribe)
+        return client
+
+    yield factory
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()

@@ -3,97 +3,31 @@ the real token flow (Matrix OpenID from the real Synapse): media, speakers, bad 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 import base64
-import contextlib
 import time
 
 from livekit.protocol import models, rtc
-from mautrix.types import EventType, Membership, RoomID, UserID
+from mautrix.types import EventType, RoomID, UserID
 import aiohttp
 import pytest
 
 from .support.bridge_process import BridgeProcess
-from .support.livekit_client import LiveKitClient, Protocol, focus_token, wait_until
+from .support.livekit_client import (
+    BOT,
+    BOTH_PROTOCOLS,
+    CALL_MEMBER,
+    LUMAS,
+    ClientFactory,
+    decodes,
+    focus_token,
+    wait_until,
+)
 from .support.matrix_client import (
     matrix_client,
     replies_to,
-    wait_for_membership,
     wait_for_message,
 )
-from .support.synapse import SERVER_NAME, MatrixUser, Synapse
-
-BOT = UserID(f"@callbot:{SERVER_NAME}")
-CALL_MEMBER = "org.matrix.msc3401.call.member"
-LUMAS = {"alice": 40, "bob": 130, "carol": 220}
-
-ClientFactory = Callable[..., Awaitable[LiveKitClient]]
-BOTH_PROTOCOLS = pytest.mark.parametrize("protocol", ["v0", "v1"])
-"""Media tests run with clients on two peer connections (v0) and on one (v1)."""
-
-
-@pytest.fixture
-async def room_id(
-    running_bridge: BridgeProcess, users: dict[str, MatrixUser], synapse: Synapse
-) -> AsyncIterator[RoomID]:
-    """A room with the bot, alice (its creator), bob and carol."""
-    async with matrix_client(users["alice"], synapse.base_url) as alice:
-        room = await alice.create_room(
-            invitees=[BOT, UserID(users["bob"].user_id)],
-            # As Element Call sets up call rooms: every member may publish.
-            power_level_override={"events": {CALL_MEMBER: 0}},
-        )
-        await wait_for_membership(alice, room, BOT, Membership.JOIN)
-        await alice.invite_user(room, UserID(users["carol"].user_id))
-        for name in ("bob", "carol"):
-            async with matrix_client(users[name], synapse.base_url) as member:
-                await member.join_room_by_id(room)
-        yield room
-
-
-@pytest.fixture
-def protocol() -> Protocol:
-    """The signalling protocol clients speak unless a test chooses (see BOTH_PROTOCOLS)."""
-    return "v0"
-
-
-@pytest.fixture
-async def connect(
-    running_bridge: BridgeProcess,
-    synapse: Synapse,
-    users: dict[str, MatrixUser],
-    room_id: RoomID,
-    protocol: Protocol,
-) -> AsyncIterator[ClientFactory]:
-    """Connect a user's LiveKit client to the room's call; all are closed afterwards."""
-    clients: list[LiveKitClient] = []
-
-    async def factory(
-        name: str,
-        auto_subscribe: bool = True,
-        protocol: Protocol = protocol,
-        media_sections: tuple[int, int] = (3, 3),
-    ) -> LiveKitClient:
-        token = await focus_token(running_bridge, synapse, users[name], room_id)
-        client = LiveKitClient(running_bridge.focus_url, token, protocol, media_sections)
-        clients.append(client)
-        await client.connect(auto_subscribe)
-        return client
-
-    yield factory
-    for client in clients:
-        with contextlib.suppress(Exception):
-            await client.close()
-
-
-def decodes(receiver: LiveKitClient, sender: LiveKitClient, luma: int) -> bool:
-    video = receiver.video_from(sender)
-    recent = video.lumas[-5:]
-    return (
-        len(recent) == 5
-        and all(abs(value - luma) < 12 for value in recent)
-        and receiver.audio_from(sender).audio_frames > 25
-    )
+from .support.synapse import MatrixUser, Synapse
 
 
 @BOTH_PROTOCOLS

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import asyncio
 
 from mautrix.client import ClientAPI
 from mautrix.types import Membership
 import pytest
 
 from .support.bridge_process import BridgeProcess
+from .support.livekit_client import CALL_MEMBER
 from .support.matrix_client import matrix_client, wait_for_membership, wait_for_message
 from .support.synapse import Synapse
 from .support.voip_caller import (
@@ -49,7 +51,11 @@ async def test_dial_in_joins_the_conference(
     clients: dict[str, ClientAPI], running_bridge: BridgeProcess
 ) -> None:
     alice, bob, carol, dave = (clients[f"voip_{n}"] for n in ("alice", "bob", "carol", "dave"))
-    room = await alice.create_room(invitees=[BOT, bob.mxid, carol.mxid])
+    room = await alice.create_room(
+        invitees=[BOT, bob.mxid, carol.mxid],
+        # As Element Call sets up call rooms: every member may publish.
+        power_level_override={"events": {CALL_MEMBER: 0}},
+    )
     await wait_for_membership(alice, room, BOT, Membership.JOIN)
     for member in (bob, carol):
         await member.join_room_by_id(room)
@@ -135,6 +141,29 @@ async def test_dial_in_joins_the_conference(
         await wait_for_message(
             dave, calls["dave"].chat, ghost, lambda e: "member" in e.content.body
         )
+    finally:
+        for peer in peers.values():
+            await peer.close()
+
+
+async def test_dial_in_follows_the_right_to_publish(clients: dict[str, ClientAPI]) -> None:
+    """In a room whose call memberships need level 50, a member at 0 who dials in hears the
+    call but is heard by nobody."""
+    alice, bob = clients["voip_alice"], clients["voip_bob"]
+    room = await alice.create_room(invitees=[BOT, bob.mxid])
+    await wait_for_membership(alice, room, BOT, Membership.JOIN)
+    await bob.join_room_by_id(room)
+    ghost = await request_ghost(alice, room)
+    peers = {"alice": CallPeer(1000, 0.3, luma=120), "bob": CallPeer(440, 0.5, luma=60)}
+    try:
+        for name, client in (("alice", alice), ("bob", bob)):
+            caller = LegacyCaller(client, await direct_chat(client, ghost), ghost, peers[name])
+            await caller.place()
+        await eventually(lambda: _true(peers["bob"].hears(1000) > HEARD))
+        await eventually(lambda: _true(_sees(peers["bob"], 120)))
+        await asyncio.sleep(2)  # bob's media, were it forwarded, would reach alice meanwhile
+        assert peers["alice"].hears(440) < HEARD
+        assert peers["alice"].sees() is None
     finally:
         for peer in peers.values():
             await peer.close()

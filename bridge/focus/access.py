@@ -1,10 +1,13 @@
-"""Who may join a room's call, and who may publish in it, from the room's Matrix state.
+"""Who may join a room's call, and who may publish in it, from the room's Matrix state and
+the admin's ``bridge.permissions``: the one gate every path asks (tokens, signalling, offers,
+``add_track``, dial-in, and the re-check after each change of the room's state).
 
-lk-jwt-service lets anyone with an OpenID token into any call; here the caller must be joined
-to the Matrix room (so bans and kicks apply), and may publish only with the power level the
-room requires for sending call memberships (``org.matrix.msc3401.call.member``), which is how
-a room restricts who takes part in its calls. Membership and power levels come from the
-appservice's state store, complete for rooms the bot is in (see :mod:`bridge.room_state`).
+lk-jwt-service lets anyone with an OpenID token into any call; here the caller must be allowed
+to use the bridge at all (level ``user`` in ``bridge.permissions``), be joined to the Matrix
+room (so bans and kicks apply), and may publish only with the power level the room requires
+for sending call memberships (``org.matrix.msc3401.call.member``), which is how a room
+restricts who takes part in its calls. Membership and power levels come from the appservice's
+state store, complete for rooms the bot is in (see :mod:`bridge.room_state`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class RoomAccess:
         """
         if not await self.store.is_joined(room_id, self.bot_mxid):
             return self._without_bot(user_id)
+        if not level_for(user_id, self.permissions).allows(PermissionLevel.USER):
+            raise Forbidden("This conference bridge is not available to you.")
         await self.rooms.ensure_loaded(room_id)
         membership = await self.store.get_membership(room_id, user_id)
         if membership == Membership.BAN:
@@ -67,6 +72,13 @@ class RoomAccess:
         if membership != Membership.JOIN:
             raise Forbidden("Only members of the room can join its call; join the room first.")
         return Access(can_publish=await self._may_send_call_member(room_id, user_id))
+
+    async def may_publish(self, room_id: RoomID, user_id: UserID) -> bool:
+        """Whether ``user_id`` may send media in the call of ``room_id`` right now."""
+        try:
+            return (await self.check(room_id, user_id)).can_publish
+        except Forbidden:
+            return False
 
     def _without_bot(self, user_id: UserID) -> Access:
         if self.rooms_without_bot == RoomsWithoutBot.BRIDGE_PERMISSIONS and level_for(

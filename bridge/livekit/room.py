@@ -20,6 +20,7 @@ from sfu import (
     NegotiationNeeded,
     ParticipantState,
     ParticipantStateChanged,
+    PublishPermissionChanged,
     SpeakersChanged,
     TrackInfo,
     TrackKind,
@@ -47,6 +48,9 @@ class Session(Protocol):
 
     def published(self, track: TrackInfo) -> models.TrackInfo | None:
         """The LiveKit description of one of its tracks that the SFU now receives."""
+
+    def unpublished(self, track_id: str) -> None:
+        """One of its tracks is no longer received (it stopped, or lost the right to)."""
 
     def disconnected(self, reason: str) -> None: ...
 
@@ -175,6 +179,8 @@ class LiveKitRoom:
                 session.negotiation_needed(event.transport_id)
         elif isinstance(event, ParticipantStateChanged):
             self._participant_state(event)
+        elif isinstance(event, PublishPermissionChanged):
+            self._permission_changed(event)
 
     def _adopt_existing(self) -> None:
         """Show participants already in the conference that came another way."""
@@ -223,6 +229,19 @@ class LiveKitRoom:
             participant.state = PARTICIPANT_STATE.ACTIVE
         self.participant_changed(participant)
 
+    def _permission_changed(self, event: PublishPermissionChanged) -> None:
+        """Everyone, the participant too, learns what it may do now (livekit-client keeps the
+        local participant's permissions from these updates)."""
+        participant = self.participants.get(event.participant_id)
+        if participant is None or participant.permission.can_publish == event.can_publish:
+            return
+        participant.permission.can_publish = event.can_publish
+        participant.permission.can_publish_data = event.can_publish
+        participant.changed()
+        self.broadcast(
+            rtc.SignalResponse(update=rtc.ParticipantUpdate(participants=[participant.info()]))
+        )
+
     def _track_published(self, track: TrackInfo) -> None:
         participant = self.participants.get(track.participant_id) or self._adopt(
             track.participant_id
@@ -243,6 +262,7 @@ class LiveKitRoom:
             return
         session = self.sessions.get(participant.sid)
         if session is not None:
+            session.unpublished(track.track_id)
             session.post(
                 rtc.SignalResponse(
                     track_unpublished=rtc.TrackUnpublishedResponse(track_sid=track.track_id)

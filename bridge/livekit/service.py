@@ -30,8 +30,19 @@ if TYPE_CHECKING:
     from sfu import MediaSettings
 
     from ..focus import Focus
+    from ..publishing import PublishRights
 
 log = logging.getLogger("mau.livekit")
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Bounds on signalling sessions, so no user or room can take the whole server."""
+
+    per_user: int = 5
+    """Connections one Matrix user may hold at once, all rooms together."""
+    per_room: int = 100
+    """Participants one room's call may hold, however they joined."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +57,17 @@ class Admission:
 
 class LiveKitSignalling:
     def __init__(
-        self, focus: Focus, conferences: Conferences, media: MediaSettings, empty_grace_s: float
+        self,
+        focus: Focus,
+        conferences: Conferences,
+        rights: PublishRights,
+        media: MediaSettings,
+        limits: SessionLimits,
+        empty_grace_s: float,
     ) -> None:
         self.focus = focus
+        self.rights = rights
+        self.limits = limits
         self.empty_grace_s = empty_grace_s
         """How long an empty conference stays open, so a participant reconnecting finds it."""
         self.conferences = conferences
@@ -114,6 +133,7 @@ class LiveKitSignalling:
         except Forbidden as e:
             raise web.HTTPForbidden(text=str(e)) from e
         room = await Room.get_or_create(RoomID(grant.room_id))
+        self._check_limits(room.conference_id, grant)
         return Admission(
             grant,
             room.conference_id,
@@ -121,6 +141,34 @@ class LiveKitSignalling:
             auto_subscribe=connect.auto_subscribe,
             join_request=connect.join_request,
         )
+
+    def _check_limits(self, conference_id: str, grant: FocusGrant) -> None:
+        """Refuse a connection beyond the limits; a client reconnecting with the identity it
+        already has is not counted twice (it replaces its stale session).
+
+        Raises:
+            web.HTTPException: 429 for a user over the limit, 503 for a full call or server.
+        """
+        sfu = self.conferences.sfu
+        if not sfu.accepts_newcomers():
+            raise web.HTTPServiceUnavailable(
+                text="The media server is busy connecting others; try again in a moment."
+            )
+        per_user = in_room = 0
+        for conference in sfu.conferences:
+            for participant in conference.participants:
+                profile = self.conferences.profile(conference.id, participant.id)
+                if profile is not None and profile.identity == grant.identity:
+                    continue
+                in_room += conference.id == conference_id
+                if profile is not None and profile.user_id == grant.user_id:
+                    per_user += 1
+        if per_user >= self.limits.per_user:
+            raise web.HTTPTooManyRequests(
+                text=f"You are in calls with {per_user} connections already; leave one first."
+            )
+        if in_room >= self.limits.per_room:
+            raise web.HTTPServiceUnavailable(text="This call is full.")
 
     async def _validate(self, request: web.Request, single_pc: bool) -> web.Response:
         await self._admit(request, single_pc)
@@ -134,12 +182,17 @@ class LiveKitSignalling:
         room = self._room(admission.conference_id, grant.room_alias)
         await self._replace_duplicate(room, grant.identity)
         sid = new_sid("PA_")
-        participant = self.conferences.join(
-            admission.conference_id,
-            sid,
-            Profile(grant.user_id, grant.device_id, Via.MATRIXRTC, identity=grant.identity),
-            auto_subscribe=admission.auto_subscribe,
+        profile = Profile(
+            grant.user_id,
+            grant.device_id,
+            Via.MATRIXRTC,
+            identity=grant.identity,
+            may_publish=grant.video.can_publish,
         )
+        participant = self.conferences.join(
+            admission.conference_id, sid, profile, auto_subscribe=admission.auto_subscribe
+        )
+        participant.set_can_publish(admission.can_publish)
         me = RoomParticipant(
             sid=sid,
             identity=grant.identity,
@@ -151,7 +204,8 @@ class LiveKitSignalling:
                 can_update_metadata=True,
             ),
         )
-        context = (ws, room, me, participant, grant, self.focus.tokens, self.media)
+        may_publish = partial(self.rights.apply, RoomID(grant.room_id), participant, profile)
+        context = (ws, room, me, participant, grant, self.focus.tokens, self.media, may_publish)
         session: SignalSession = (
             DualPCSession(*context)
             if admission.join_request is None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 import asyncio
 import contextlib
 import json
@@ -55,8 +55,6 @@ SERVER_VERSION = "1.9.0"
 """The LiveKit server version whose protocol this signalling follows."""
 PING_INTERVAL_S = 5
 PING_TIMEOUT_S = 15
-MAX_TRACKS = 16
-"""Tracks one participant may publish (camera, microphone, screen share and its audio, ...)."""
 MAX_QUEUED_RESPONSES = 1000
 """A client this far behind is not reading; it is dropped rather than buffered forever."""
 _MSID = re.compile(r"^a=msid:\S+ (\S+)", re.MULTILINE)
@@ -86,7 +84,10 @@ class SignalSession(ABC):
         grant: FocusGrant,
         tokens: FocusTokens,
         media: MediaSettings,
+        may_publish: Callable[[], Awaitable[bool]],
     ) -> None:
+        """``may_publish`` decides, from the room's current state, whether the participant may
+        publish now, and applies the answer to the SFU."""
         self.ws = ws
         self.room = room
         self.me = me
@@ -94,6 +95,7 @@ class SignalSession(ABC):
         self.grant = grant
         self._tokens = tokens
         self._media = media
+        self._may_publish = may_publish
         self.offered, self.receiving = self._add_transports()
         """The transport the client offers on, and the one its subscriptions are sent on."""
         self._pending: dict[str, models.TrackInfo] = {}
@@ -243,7 +245,7 @@ class SignalSession(ABC):
         elif kind == "trickle":
             await self._on_trickle(request.trickle)
         elif kind == "add_track":
-            self._on_add_track(request.add_track)
+            await self._on_add_track(request.add_track)
         elif kind == "mute":
             self._on_mute(request.mute)
         elif kind == "subscription":
@@ -275,6 +277,7 @@ class SignalSession(ABC):
         if offer.type != "offer":
             raise ProtocolViolation(f"offer has type {offer.type!r}")
         check_sdp(offer.sdp, "offer")
+        await self._may_publish()  # the transport refuses every section the client sends on
         track_ids = {
             mid: self._pending[cid].sid
             for mid, cid in offered_track_ids(offer.sdp).items()
@@ -304,14 +307,14 @@ class SignalSession(ABC):
         except (ValueError, TypeError, AttributeError) as e:
             raise ProtocolViolation("malformed ICE candidate") from e
 
-    def _on_add_track(self, request: rtc.AddTrackRequest) -> None:
+    async def _on_add_track(self, request: rtc.AddTrackRequest) -> None:
         if request.type not in _TRACK_TYPES:
             raise ProtocolViolation("add_track: only audio and video tracks")
         if not request.cid or request.cid in self._pending:
             raise ProtocolViolation("add_track: missing or repeated cid")
-        if len(self._pending) + len(self._announced) >= MAX_TRACKS:
+        if len(self._pending) + len(self._announced) >= self._media.max_tracks_per_participant:
             raise ProtocolViolation("add_track: too many tracks")
-        if not self.grant.video.can_publish:
+        if not await self._may_publish():
             self.post(
                 rtc.SignalResponse(
                     request_response=rtc.RequestResponse(
@@ -420,6 +423,9 @@ class SignalSession(ABC):
             },
         )
 
+    def unpublished(self, track_id: str) -> None:
+        self._announced.pop(track_id, None)
+
     def published(self, track: TrackInfo) -> models.TrackInfo | None:
         for cid, info in self._pending.items():
             if info.sid == track.track_id:
@@ -473,9 +479,10 @@ class SinglePCSession(SignalSession):
         grant: FocusGrant,
         tokens: FocusTokens,
         media: MediaSettings,
+        may_publish: Callable[[], Awaitable[bool]],
         join_request: rtc.JoinRequest,
     ) -> None:
-        super().__init__(ws, room, me, participant, grant, tokens, media)
+        super().__init__(ws, room, me, participant, grant, tokens, media, may_publish)
         self._join_request = join_request
 
     def _add_transports(self) -> tuple[Transport, Transport]:
@@ -486,7 +493,7 @@ class SinglePCSession(SignalSession):
         """Tracks and the first offer may come with the join request (livekit-client sends the
         offer there, except on Firefox)."""
         for request in self._join_request.add_track_requests:
-            self._on_add_track(request)
+            await self._on_add_track(request)
         if self._join_request.HasField("publisher_offer"):
             await self._on_offer(self._join_request.publisher_offer)
 

@@ -29,6 +29,7 @@ from sfu import Event as ConferenceEvent, ParticipantState, ParticipantStateChan
 
 from ..conferences import Profile, Via
 from ..db import DialInChat, DialInGhost, ProcessedEvent, Room
+from ..focus.errors import Forbidden
 from ..permissions import PermissionLevel, level_for
 from . import signalling as sig
 from .call import CallKey, DialInCall
@@ -212,6 +213,7 @@ class DialIn:
         leg = MediaLeg(
             conferences, room.conference_id, f"{call.caller}:voip:{call.key.call_id}", profile
         )
+        await self.bridge.publish_rights.apply(call.room_id, leg.participant, profile)
         conference = leg.conference
         stop_listening = conferences.listen(conference.id, lambda e: self._on_media(call, e))
 
@@ -230,12 +232,10 @@ class DialIn:
         bot = self.bridge.az.bot_mxid
         if not await store.is_joined(call.room_id, bot):
             return reasons.NOT_A_MEMBER, "The bridge is no longer in this conference's room."
-        await self.bridge.room_states.ensure_loaded(call.room_id)
-        if await store.get_membership(call.room_id, call.caller) != Membership.JOIN:
-            return (
-                reasons.NOT_A_MEMBER,
-                "Only members of the conference's room can dial in; join the room first.",
-            )
+        try:
+            await self.bridge.focus.access.check(call.room_id, call.caller)
+        except Forbidden as e:
+            return reasons.NOT_A_MEMBER, str(e)
         if await store.is_encrypted(call.room_id):
             return (
                 reasons.ENCRYPTED,

@@ -29,7 +29,12 @@ ROOM = RoomID("!room:example.org")
 BOT = UserID("@callbot:example.org")
 ALICE, BOB, EVE = (UserID(f"@{n}:example.org") for n in ("alice", "bob", "eve"))
 REMOTE = UserID("@carol:remote.example")
-PERMISSIONS = {"example.org": PermissionLevel.USER}
+MALLORY = UserID("@mallory:example.org")
+PERMISSIONS = {
+    "example.org": PermissionLevel.USER,
+    "remote.example": PermissionLevel.USER,
+    MALLORY: PermissionLevel.NONE,
+}
 
 
 @pytest.fixture
@@ -44,9 +49,13 @@ async def store(tmp_path: Path) -> AsyncIterator[PgASStateStore]:
         await db.stop()
 
 
-def access(store: PgASStateStore, policy: RoomsWithoutBot = RoomsWithoutBot.DENY) -> RoomAccess:
+def access(
+    store: PgASStateStore,
+    policy: RoomsWithoutBot = RoomsWithoutBot.DENY,
+    permissions: dict[str, PermissionLevel] = PERMISSIONS,
+) -> RoomAccess:
     az: Any = SimpleNamespace(state_store=store)
-    return RoomAccess(RoomStates(az), BOT, policy, PERMISSIONS)
+    return RoomAccess(RoomStates(az), BOT, policy, permissions)
 
 
 async def set_room(
@@ -77,6 +86,7 @@ EVERYONE = {
     ALICE: Membership.JOIN,
     BOB: Membership.JOIN,
     REMOTE: Membership.JOIN,
+    MALLORY: Membership.JOIN,
     EVE: Membership.BAN,
 }
 
@@ -86,6 +96,19 @@ async def test_members_of_any_server_join_and_publish(store: PgASStateStore) -> 
     await set_room(store, EVERYONE, levels)
     for user in (ALICE, BOB, REMOTE):
         assert await access(store).check(ROOM, user) == Access(can_publish=True)
+
+
+async def test_bridge_permissions_apply_in_rooms_with_the_bot(store: PgASStateStore) -> None:
+    """Members the admin did not allow to use the bridge (level none, or a server that is
+    not listed) neither join nor publish, whatever the room's power levels say."""
+    levels = {"users": {ALICE: 100, MALLORY: 100}, "events": {"org.matrix.msc3401.call.member": 0}}
+    await set_room(store, EVERYONE, levels)
+    local_only = access(store, permissions={"example.org": PermissionLevel.USER})
+    for user, gate in ((MALLORY, access(store)), (REMOTE, local_only)):
+        with pytest.raises(Forbidden, match="not available to you"):
+            await gate.check(ROOM, user)
+        assert not await gate.may_publish(ROOM, user)
+    assert await local_only.may_publish(ROOM, BOB)
 
 
 async def test_banned_and_absent_users_are_refused(store: PgASStateStore) -> None:
@@ -143,4 +166,4 @@ async def test_rooms_without_the_bot_can_follow_bridge_permissions(
     unknown = RoomID("!unknown:example.org")
     assert await lenient.check(unknown, BOB) == Access(can_publish=True)
     with pytest.raises(Forbidden, match="not in this room"):
-        await lenient.check(unknown, REMOTE)
+        await lenient.check(unknown, MALLORY)

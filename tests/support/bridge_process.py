@@ -92,6 +92,8 @@ class BridgeProcess:
                 "focus.public_url": self.focus_url,
                 "media.bind_addresses": ["127.0.0.1"],
                 "bridge.call_end_grace": 1,
+                # Loopback connects at once; abandoned connections need not wait 20 s.
+                "media.limits.connect_timeout": 8,
             },
         )
         generated = run_cli(

@@ -8,7 +8,7 @@ marked media and decodes what it receives, so tests can check who got what."""
 from __future__ import annotations
 
 from typing import Literal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 import asyncio
 import base64
@@ -17,11 +17,13 @@ import time
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from livekit.protocol import models, rtc
+from mautrix.types import UserID
 import aiohttp
+import pytest
 
 from .bridge_process import BridgeProcess
 from .media import MarkedVideo, Received, ToneAudio, config, consume
-from .synapse import MatrixUser, Synapse
+from .synapse import SERVER_NAME, MatrixUser, Synapse
 from .waiting import eventually
 
 PING_INTERVAL_S = 5
@@ -77,6 +79,11 @@ class LiveKitClient:
         self.close_code: int | None = None
         self.close_reason = ""
         self.refreshed_tokens: list[str] = []
+        self.refusals: list[rtc.RequestResponse] = []
+        self.unpublished: list[str] = []
+        """Sids of own tracks the SFU unpublished."""
+        self.permission: models.ParticipantPermission | None = None
+        """What the SFU says we may do: from the join, then from updates about ourselves."""
         self.requirements: list[rtc.MediaSectionsRequirement] = []
         self.pub_pc = RTCPeerConnection(config())
         self.sub_pc = self.pub_pc if protocol == "v1" else RTCPeerConnection(config())
@@ -145,6 +152,7 @@ class LiveKitClient:
         response = rtc.SignalResponse.FromString(first.data)
         assert response.WhichOneof("message") == "join", response
         self.join = response.join
+        self.permission = self.join.participant.permission
         for info in self.join.other_participants:
             self._update_participant(info)
         self._spawn(self._read())
@@ -320,8 +328,15 @@ class LiveKitClient:
             self.leave = response.leave
         elif kind == "refresh_token":
             self.refreshed_tokens.append(response.refresh_token)
+        elif kind == "request_response":
+            self.refusals.append(response.request_response)
+        elif kind == "track_unpublished":
+            self.unpublished.append(response.track_unpublished.track_sid)
 
     def _update_participant(self, info: models.ParticipantInfo) -> None:
+        if self.join is not None and info.sid == self.sid:
+            self.permission = info.permission
+            return
         if info.state == models.ParticipantInfo.State.DISCONNECTED:
             self.participants.pop(info.sid, None)
             return
@@ -346,3 +361,22 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> No
         return predicate()
 
     await eventually(probe, timeout=timeout, interval=0.1)
+
+
+BOT = UserID(f"@callbot:{SERVER_NAME}")
+CALL_MEMBER = "org.matrix.msc3401.call.member"
+LUMAS = {"alice": 40, "bob": 130, "carol": 220}
+
+ClientFactory = Callable[..., Awaitable[LiveKitClient]]
+BOTH_PROTOCOLS = pytest.mark.parametrize("protocol", ["v0", "v1"])
+"""Media tests run with clients on two peer connections (v0) and on one (v1)."""
+
+
+def decodes(receiver: LiveKitClient, sender: LiveKitClient, luma: int) -> bool:
+    video = receiver.video_from(sender)
+    recent = video.lumas[-5:]
+    return (
+        len(recent) == 5
+        and all(abs(value - luma) < 12 for value in recent)
+        and receiver.audio_from(sender).audio_frames > 25
+    )
