@@ -32,6 +32,18 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def describe_duration(milliseconds: int) -> str:
+    """How long a call lasted, as people say it: "40 s", "12 min", "1 h 5 min"."""
+    seconds = max(0, round(milliseconds / 1000))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
 @dataclass
 class LiveCall:
     room_id: RoomID
@@ -39,6 +51,9 @@ class LiveCall:
     participants: dict[str, CallParticipant] = field(default_factory=dict)
     profiles: dict[str, Profile] = field(default_factory=dict)
     ending: asyncio.Task[None] | None = None
+    emptied_at: int | None = None
+    """When its last participant left (ms): the call ended then, unless someone returns
+    within the grace period."""
 
 
 class CallTracker:
@@ -109,6 +124,7 @@ class CallTracker:
         if live.ending is not None:
             live.ending.cancel()
             live.ending = None
+        live.emptied_at = None
         row = CallParticipant(
             live.call.call_id, profile.user_id, profile.device_id, profile.via, _now_ms()
         )
@@ -123,8 +139,10 @@ class CallTracker:
         if live is None or row is None:
             return
         live.profiles.pop(participant_id, None)
-        await row.leave(_now_ms())
+        left_at = _now_ms()
+        await row.leave(left_at)
         if not live.participants:
+            live.emptied_at = left_at
             live.ending = asyncio.create_task(self._end_later(conference_id))
 
     async def _end_later(self, conference_id: str) -> None:
@@ -135,16 +153,16 @@ class CallTracker:
         live = self._live.pop(conference_id, None)
         if live is None:
             return
-        ended_at = _now_ms()
+        ended_at = live.emptied_at or _now_ms()
         for row in live.participants.values():
             await row.leave(ended_at)
         await live.call.end(ended_at)
-        minutes = max(1, round((ended_at - live.call.started_at) / 60000))
+        duration = describe_duration(ended_at - live.call.started_at)
         log.info("Call ended in %s", live.room_id)
         if announce:
             await self._notice(
                 live.room_id,
-                f"The call ended after {minutes} min; {live.call.max_participants} "
+                f"The call ended after {duration}; {live.call.max_participants} "
                 f"participant{'s' if live.call.max_participants != 1 else ''} at most.",
             )
 

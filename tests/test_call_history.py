@@ -8,6 +8,7 @@ from mautrix.types import RoomID
 from mautrix.util.async_db import Database
 import pytest
 
+from bridge.calls import describe_duration
 from bridge.db import Call, CallParticipant, Room, build_upgrade_table, init
 
 ROOM = RoomID("!calls:example.org")
@@ -66,3 +67,18 @@ async def test_retention_deletes_old_calls_with_their_participants(db: Database)
     assert await Call.get_last_ended(ROOM) == recent
     assert await CallParticipant.all_of(old.call_id) == []
     assert len(await CallParticipant.all_of(recent.call_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "said"),
+    [
+        (20_400, "20 s"),
+        (59_499, "59 s"),
+        (61_000, "1 min"),
+        (3_540_000, "59 min"),
+        (3_600_000, "1 h"),
+        (3_900_000, "1 h 5 min"),
+    ],
+)
+def test_call_durations_read_as_people_say_them(milliseconds: int, said: str) -> None:
+    assert describe_duration(milliseconds) == said

@@ -4,6 +4,7 @@ the real token flow (Matrix OpenID from the real Synapse): media, speakers, bad 
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 from livekit.protocol import models, rtc
@@ -61,6 +62,17 @@ async def test_join_response_and_late_joiner(connect: ClientFactory) -> None:
     assert [p.identity for p in bob.join.other_participants] == [alice.identity]
     assert len(bob.join.other_participants[0].tracks) == 2
     await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
+
+
+async def test_newcomers_are_announced_as_what_they_are(connect: ClientFactory) -> None:
+    """The first update about a LiveKit newcomer already says it is one (not a dial-in leg),
+    so clients that keep only newer versions never hold a wrong kind."""
+    alice = await connect("alice")
+    bob = await connect("bob")
+    await wait_until(lambda: bob.sid in alice.participants)
+    await bob.publish(luma=LUMAS["bob"])
+    await wait_until(lambda: len(alice.participants[bob.sid].tracks) == 1)
+    assert alice.participants[bob.sid].kind == models.ParticipantInfo.Kind.STANDARD
 
 
 async def test_single_pc_client_is_asked_for_the_sections_it_lacks(connect: ClientFactory) -> None:
@@ -215,6 +227,7 @@ async def test_call_is_announced_recorded_and_shown_in_status(
             member, room_id, BOT, lambda e: "call ended" in e.content.body
         )
         assert "2 participants at most" in ended.content.body
+        assert re.search(r"after \d+ s;", ended.content.body)  # seconds, grace not counted
         status_id = await member.send_text(room_id, "!call status")
         status = await wait_for_message(member, room_id, BOT, replies_to(status_id))
         assert "No call is running" in status.content.body

@@ -29,6 +29,7 @@ from sfu import (
     TrackUnpublished,
 )
 
+from ..conferences import Via
 from .ids import new_sid
 
 if TYPE_CHECKING:
@@ -194,8 +195,11 @@ class LiveKitRoom:
                     foreign.tracks[track.track_id] = describe_foreign_track(track)
 
     def _adopt(self, participant_id: str) -> RoomParticipant | None:
+        """A participant that joined another way, as LiveKit clients see it. LiveKit clients
+        of this room are added by their session instead (an early SFU event about one must not
+        announce it as a foreign participant)."""
         profile = self._conferences.profile(self.conference_id, participant_id)
-        if profile is None or participant_id in self.participants:
+        if profile is None or profile.via is Via.MATRIXRTC or participant_id in self.participants:
             return self.participants.get(participant_id)
         participant = RoomParticipant(
             sid=participant_id,

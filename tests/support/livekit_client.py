@@ -54,6 +54,7 @@ class RemoteParticipant:
     identity: str
     tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
     version: int = 0
+    kind: models.ParticipantInfo.Kind.ValueType = models.ParticipantInfo.Kind.STANDARD
 
 
 class LiveKitClient:
@@ -341,9 +342,10 @@ class LiveKitClient:
             self.participants.pop(info.sid, None)
             return
         remote = self.participants.setdefault(info.sid, RemoteParticipant(info.sid, info.identity))
-        if info.version < remote.version:
+        if info.version <= remote.version:  # not newer: livekit-client ignores it too
             return
         remote.version = info.version
+        remote.kind = info.kind
         remote.tracks = {track.sid: track for track in info.tracks}
 
     def _on_track(self, track: MediaStreamTrack) -> None:
