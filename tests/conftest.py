@@ -11,11 +11,13 @@ from playwright.async_api import Browser
 import aioice.ice
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.browser import chromium, web_pages
-from .support.matrix_client import matrix_client
+from demo.bridge_process import BridgeProcess
+from demo.matrix_client import matrix_client
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.web import web_pages
+
+from .support.browser import chromium
 from .support.postgres import BACKENDS, empty_database, fresh_database
-from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
 # Who the test bridge serves: everyone on the test server, except mallory.
 PERMISSIONS = {

@@ -10,8 +10,7 @@ from ruamel.yaml import YAML
 from bridge import resources
 from bridge.config import Config
 from bridge.db.upgrade import VERSION_TABLE
-
-from .support.bridge_process import edit_config, run_cli
+from demo.bridge_process import edit_config, run_cli
 
 
 def write_old_config(path: Path) -> None:

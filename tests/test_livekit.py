@@ -13,15 +13,15 @@ from mautrix.types import EventType, Membership, RoomID, UserID
 import aiohttp
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.livekit_client import LiveKitClient, Protocol, focus_token, wait_until
-from .support.matrix_client import (
+from demo.bridge_process import BridgeProcess
+from demo.livekit_client import LiveKitClient, Protocol, focus_token, wait_until
+from demo.matrix_client import (
     matrix_client,
     replies_to,
     wait_for_membership,
     wait_for_message,
 )
-from .support.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 CALL_MEMBER = "org.matrix.msc3401.call.member"

@@ -8,9 +8,11 @@ from mautrix.client import ClientAPI
 from mautrix.types import Membership
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.matrix_client import matrix_client, wait_for_membership, wait_for_message
-from .support.synapse import Synapse
+from demo.bridge_process import BridgeProcess
+from demo.matrix_client import matrix_client, wait_for_membership, wait_for_message
+from demo.synapse import Synapse
+from demo.waiting import eventually
+
 from .support.voip_caller import (
     BOT,
     LegacyCaller,
@@ -19,7 +21,6 @@ from .support.voip_caller import (
     request_ghost,
 )
 from .support.voip_media import CallPeer
-from .support.waiting import eventually
 
 HEARD = 100.0
 ABSENT = 0.02

@@ -237,9 +237,7 @@ class LiveKitClient:
     def audio_from(self, sender: LiveKitClient | str) -> Received:
         return self._received_from(sender, models.TrackType.AUDIO)
 
-    def _received_from(
-        self, sender: LiveKitClient | str, kind: models.TrackType.ValueType
-    ) -> Received:
+    def _received_from(self, sender: LiveKitClient | str, kind: models.TrackType) -> Received:
         remote = self.participants.get(sender if isinstance(sender, str) else sender.sid)
         for sid, track in (remote.tracks if remote else {}).items():
             if track.type == kind and sid in self.received:

@@ -1,8 +1,9 @@
-"""A real Synapse homeserver on loopback for integration tests.
+"""A real, throwaway Synapse homeserver on loopback (for the demo, the benchmarks and the
+integration tests).
 
-Synapse comes from PyPI (the ``test`` extra). The config is written directly (generating one
+Synapse comes from PyPI (the ``demo`` extra). The config is written directly (generating one
 costs seconds), binds 127.0.0.1 only, and makes no outbound connections: no key servers, no
-federation, no stats. Rate limits are lifted so that tests are not throttled.
+federation, no stats. Rate limits are lifted so that scripted clients are not throttled.
 """
 
 from __future__ import annotations
