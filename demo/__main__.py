@@ -70,7 +70,7 @@ async def run(workdir: Path, loopback: bool) -> None:
     # loopback only for a browser started with --allow-loopback-in-peer-connection.
     edit_config(bridge.config_path, {"media.bind_addresses": ["127.0.0.1"] if loopback else []})
     print("Starting Synapse…")
-    synapse.start(appservice_files=[bridge.registration_path])
+    synapse.start(appservice_files=[bridge.registration_path], focus_url=bridge.focus_url)
     try:
         print("Starting the bridge…")
         bridge.start()

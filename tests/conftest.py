@@ -57,7 +57,9 @@ def bridge_home(tmp_path_factory: pytest.TempPathFactory, homeserver: Synapse) -
 @pytest.fixture(scope="session")
 def synapse(homeserver: Synapse, bridge_home: BridgeProcess) -> Iterator[Synapse]:
     """The homeserver running with the bridge's generated registration installed."""
-    homeserver.start(appservice_files=[bridge_home.registration_path])
+    homeserver.start(
+        appservice_files=[bridge_home.registration_path], focus_url=bridge_home.focus_url
+    )
     try:
         yield homeserver
     finally:
