@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 import time
 
 from mautrix.appservice import AppService
@@ -21,6 +22,7 @@ from .call_membership import CallMemberships
 from .calls import CallTracker
 from .conferences import Conferences
 from .config import Config
+from .doctor.probe_route import add_probe_route
 from .focus import Focus
 from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
@@ -82,6 +84,7 @@ class Bridge:
             self.focus, self.conferences, self.sfu.settings, config["bridge.call_end_grace"]
         )
         self.signalling.add_routes(self.focus.app)
+        add_probe_route(self.focus.app, secrets.token_hex(8))
         self.call_memberships = CallMemberships(self.signalling)
         self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
