@@ -200,6 +200,18 @@ async def test_public_url_pointing_nowhere(
     assert_failed(findings, "well-known", "not focus.public_url")
 
 
+async def test_bridge_not_running(
+    running_bridge: BridgeProcess, web_site: str, tmp_path: Path
+) -> None:
+    """The config's focus listener is not the running bridge's: nobody answers there."""
+    port = free_port()
+    config = config_with(running_bridge, tmp_path, {"focus.port": port})
+    findings = await diagnose(config, web_site)
+    assert_failed(findings, "bridge", f"(127.0.0.1:{port}) does not answer")
+    # The public URL still reaches a focus, but nothing here can say it is this bridge's.
+    assert found(findings, "focus-websocket").status is Status.SKIP
+
+
 async def test_proxy_without_websocket_upgrades(
     running_bridge: BridgeProcess, tmp_path: Path
 ) -> None:

@@ -185,7 +185,7 @@ async def _public_websocket(
     except (aiohttp.ClientError, TimeoutError, ValueError) as e:
         return fail(name, f"no WebSocket at {url}: {describe(e)}", PROXY_FIX)
     if local_id is None:
-        return skip(name, f"{url} upgrades; with the bridge not running here, whose it is")
+        return skip(name, f"{url} upgrades; whose focus it is, nothing answering here can tell")
     if public_id != local_id:
         return fail(
             name,
