@@ -1,5 +1,5 @@
 """Our SFU as the product runs it: the bridge process, configured and registered through its
-CLI (``tests/support``), next to a real Synapse, driven through its LiveKit signalling.
+CLI (``demo.bridge_process``), next to a real Synapse, driven through its LiveKit signalling.
 
 Clients connect to ``/rtc`` with focus tokens minted with the bridge's own key (read from its
 database) instead of going through ``/sfu/get`` with Matrix OpenID: the token service is not
@@ -18,9 +18,9 @@ from livekit.protocol import models, rtc
 
 from bridge.focus.livekit_ids import room_alias_for
 from bridge.focus.tokens import FocusGrant, FocusTokens, VideoGrants
-from tests.support.bridge_process import BridgeProcess, edit_config
-from tests.support.livekit_client import LiveKitClient
-from tests.support.synapse import SERVER_NAME, Synapse
+from demo.bridge_process import BridgeProcess, edit_config
+from demo.livekit_client import LiveKitClient
+from demo.synapse import SERVER_NAME, Synapse
 
 from .common import pin
 from .peers import Peer, Publisher

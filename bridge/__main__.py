@@ -121,6 +121,10 @@ def _fail(code: int, message: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["doctor"]:
+        from .doctor.cli import main as doctor
+
+        sys.exit(doctor(sys.argv[2:]))
     ConferenceBridge().run()
 
 

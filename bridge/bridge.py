@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 import time
 
 from mautrix.appservice import AppService
@@ -21,6 +22,7 @@ from .call_membership import CallMemberships
 from .calls import CallTracker
 from .conferences import Conferences
 from .config import Config
+from .doctor.probe_route import add_probe_route
 from .focus import Focus
 from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
@@ -32,7 +34,10 @@ from .voip import DialIn
 
 log = logging.getLogger("mau.bridge")
 
-HOMESERVER_ATTEMPTS = 60
+# How long start-up waits for the homeserver (started at the same time, say) before it gives
+# up with exit code 13, so a wrong homeserver.address shows at once instead of minutes later.
+HOMESERVER_WAIT_S = 30.0
+HOMESERVER_RETRY_MAX_S = 5.0
 PRUNE_INTERVAL_S = 3600
 PROCESSED_EVENT_MAX_AGE_MS = 7 * 24 * 3600 * 1000
 MAX_REQUEST_BODY = 4 * 1024 * 1024
@@ -86,6 +91,7 @@ class Bridge:
             config["bridge.call_end_grace"],
         )
         self.signalling.add_routes(self.focus.app)
+        add_probe_route(self.focus.app, secrets.token_hex(8))
         self.call_memberships = CallMemberships(self.signalling)
         self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
@@ -159,29 +165,39 @@ class Bridge:
             ) from e
 
     async def _wait_for_homeserver(self) -> None:
-        for attempt in range(1, HOMESERVER_ATTEMPTS + 1):
+        address = self.config["homeserver.address"]
+        deadline = time.monotonic() + HOMESERVER_WAIT_S
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                whoami = await self.az.intent.whoami()
+                async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
+                    whoami = await self.az.intent.whoami()
             except MUnknownToken as e:
                 raise StartupError(
                     "appservice.as_token: the homeserver does not know this token; is the "
                     "registration file listed in its app_service_config_files?"
                 ) from e
-            except (MatrixConnectionError, MatrixRequestError) as e:
+            except (MatrixConnectionError, MatrixRequestError, TimeoutError) as e:
+                reason = str(e) or "no answer"
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StartupError(
+                        f"homeserver.address: cannot reach the homeserver at {address} "
+                        f"(tried for {HOMESERVER_WAIT_S:.0f} s): {reason}"
+                    ) from e
                 log.warning(
-                    "Homeserver not reachable at homeserver.address (attempt %d/%d): %s",
+                    "Homeserver not reachable at homeserver.address (attempt %d): %s",
                     attempt,
-                    HOMESERVER_ATTEMPTS,
-                    e,
+                    reason,
                 )
-                await asyncio.sleep(min(attempt, 5))
+                await asyncio.sleep(min(attempt, HOMESERVER_RETRY_MAX_S, remaining))
                 continue
             if whoami.user_id != self.az.bot_mxid:
                 raise StartupError(
                     f"appservice.bot.username: the homeserver says the bot is {whoami.user_id}"
                 )
             return
-        raise StartupError("homeserver.address: the homeserver did not answer")
 
     async def _prepare_bot(self) -> None:
         intent = self.az.intent

@@ -18,10 +18,11 @@ from mautrix.types import EventType, Membership, PowerLevelStateEventContent, Ro
 from yarl import URL
 
 from bridge.call_membership import CALL_MEMBER
-from tests.support.bridge_process import BridgeProcess, edit_config
-from tests.support.browser import web_pages
-from tests.support.matrix_client import matrix_client, wait_for_membership
-from tests.support.synapse import SERVER_NAME, MatrixUser, Synapse
+
+from .bridge_process import BridgeProcess, edit_config
+from .matrix_client import matrix_client, wait_for_membership
+from .synapse import SERVER_NAME, MatrixUser, Synapse
+from .web import web_pages
 
 USERS = ("alice", "bob")
 
@@ -69,7 +70,7 @@ async def run(workdir: Path, loopback: bool) -> None:
     # loopback only for a browser started with --allow-loopback-in-peer-connection.
     edit_config(bridge.config_path, {"media.bind_addresses": ["127.0.0.1"] if loopback else []})
     print("Starting Synapse…")
-    synapse.start(appservice_files=[bridge.registration_path])
+    synapse.start(appservice_files=[bridge.registration_path], focus_url=bridge.focus_url)
     try:
         print("Starting the bridge…")
         bridge.start()

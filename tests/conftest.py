@@ -13,19 +13,15 @@ from playwright.async_api import Browser
 import aioice.ice
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.browser import chromium, web_pages
-from .support.livekit_client import (
-    BOT,
-    CALL_MEMBER,
-    ClientFactory,
-    LiveKitClient,
-    Protocol,
-    focus_token,
-)
-from .support.matrix_client import matrix_client, wait_for_membership
+from demo.bridge_process import BridgeProcess
+from demo.livekit_client import LiveKitClient, Protocol, focus_token
+from demo.matrix_client import matrix_client, wait_for_membership
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.web import web_pages
+
+from .support.browser import chromium
+from .support.calls import BOT, CALL_MEMBER, ClientFactory
 from .support.postgres import BACKENDS, empty_database, fresh_database
-from .support.synapse import SERVER_NAME, MatrixUser, Synapse
 
 # Who the test bridge serves: everyone on the test server, except mallory.
 PERMISSIONS = {
@@ -65,7 +61,9 @@ def bridge_home(tmp_path_factory: pytest.TempPathFactory, homeserver: Synapse) -
 @pytest.fixture(scope="session")
 def synapse(homeserver: Synapse, bridge_home: BridgeProcess) -> Iterator[Synapse]:
     """The homeserver running with the bridge's generated registration installed."""
-    homeserver.start(appservice_files=[bridge_home.registration_path])
+    homeserver.start(
+        appservice_files=[bridge_home.registration_path], focus_url=bridge_home.focus_url
+    )
     try:
         yield homeserver
     finally:

@@ -13,18 +13,14 @@ from mautrix.types import EventType, RoomID, UserID
 import aiohttp
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.livekit_client import (
-    CALL_MEMBER,
-    LUMAS,
-    ClientFactory,
-    LiveKitClient,
-    decodes,
-    wait_until,
-)
-from .support.matrix_client import matrix_client
-from .support.media import MarkedVideo, ToneAudio, repeated_mid_offer
-from .support.synapse import MatrixUser, Synapse
+from demo.bridge_process import BridgeProcess
+from demo.livekit_client import LiveKitClient, wait_until
+from demo.matrix_client import matrix_client
+from demo.media import MarkedVideo, ToneAudio
+from demo.synapse import MatrixUser, Synapse
+
+from .support.bad_offers import repeated_mid_offer
+from .support.calls import CALL_MEMBER, LUMAS, ClientFactory, decodes
 
 
 def open_descriptors(bridge: BridgeProcess) -> int:

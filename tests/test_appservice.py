@@ -17,8 +17,8 @@ from ruamel.yaml import YAML
 import aiohttp
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.matrix_client import (
+from demo.bridge_process import BridgeProcess
+from demo.matrix_client import (
     matrix_client,
     membership_of,
     messages_from,
@@ -26,7 +26,7 @@ from .support.matrix_client import (
     wait_for_membership,
     wait_for_message,
 )
-from .support.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 

@@ -16,10 +16,10 @@ from playwright.async_api import Browser, Page
 from yarl import URL
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.matrix_client import matrix_client, wait_for_membership
-from .support.synapse import SERVER_NAME, MatrixUser, Synapse
-from .support.waiting import eventually
+from demo.bridge_process import BridgeProcess
+from demo.matrix_client import matrix_client, wait_for_membership
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.waiting import eventually
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 NAMES = ("alice", "bob", "carol")

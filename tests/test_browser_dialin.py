@@ -10,13 +10,14 @@ from mautrix.types import Membership, RoomID, UserID
 from playwright.async_api import Browser, Page
 from yarl import URL
 
-from .support.bridge_process import BridgeProcess
-from .support.livekit_client import LiveKitClient, focus_token, wait_until
-from .support.matrix_client import matrix_client, wait_for_membership
-from .support.media import WIDTH
-from .support.synapse import MatrixUser, Synapse
+from demo.bridge_process import BridgeProcess
+from demo.livekit_client import LiveKitClient, focus_token, wait_until
+from demo.matrix_client import matrix_client, wait_for_membership
+from demo.media import WIDTH
+from demo.synapse import MatrixUser, Synapse
+from demo.waiting import eventually
+
 from .support.voip_caller import BOT, direct_chat, request_ghost
-from .support.waiting import eventually
 
 CALL_MEMBER = "org.matrix.msc3401.call.member"
 

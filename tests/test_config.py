@@ -10,8 +10,8 @@ from ruamel.yaml import YAML
 from bridge import resources
 from bridge.config import Config
 from bridge.db.upgrade import VERSION_TABLE
-
-from .support.bridge_process import edit_config, run_cli
+from demo.bridge_process import edit_config, run_cli
+from demo.ports import free_port
 
 
 def write_old_config(path: Path) -> None:
@@ -123,6 +123,19 @@ def test_unreachable_database_exits_with_the_key(tmp_path: Path) -> None:
     result = run_cli("-c", "config.yaml", cwd=tmp_path)
     assert result.returncode == 13
     assert "appservice.database: cannot connect to the database" in result.stderr
+
+
+def test_unreachable_homeserver_exits_with_the_key(tmp_path: Path) -> None:
+    """Nothing listens on the port: the bridge gives up on its own instead of retrying for
+    minutes, and names the key to check."""
+    registered_config(tmp_path, "sqlite:bridge.db")
+    closed = f"http://127.0.0.1:{free_port()}"
+    edit_config(
+        tmp_path / "config.yaml", {"homeserver.address": closed, "appservice.port": free_port()}
+    )
+    result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 13, result.stderr
+    assert f"homeserver.address: cannot reach the homeserver at {closed}" in result.stderr
 
 
 def test_database_newer_than_the_bridge_is_refused(tmp_path: Path) -> None:

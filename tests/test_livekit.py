@@ -12,23 +12,16 @@ from mautrix.types import EventType, RoomID, UserID
 import aiohttp
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.livekit_client import (
-    BOT,
-    BOTH_PROTOCOLS,
-    CALL_MEMBER,
-    LUMAS,
-    ClientFactory,
-    decodes,
-    focus_token,
-    wait_until,
-)
-from .support.matrix_client import (
+from demo.bridge_process import BridgeProcess
+from demo.livekit_client import focus_token, wait_until
+from demo.matrix_client import (
     matrix_client,
     replies_to,
     wait_for_message,
 )
-from .support.synapse import MatrixUser, Synapse
+from demo.synapse import MatrixUser, Synapse
+
+from .support.calls import BOT, BOTH_PROTOCOLS, CALL_MEMBER, LUMAS, ClientFactory, decodes
 
 
 @BOTH_PROTOCOLS

@@ -9,10 +9,12 @@ from mautrix.client import ClientAPI
 from mautrix.types import Membership
 import pytest
 
-from .support.bridge_process import BridgeProcess
-from .support.livekit_client import CALL_MEMBER
-from .support.matrix_client import matrix_client, wait_for_membership, wait_for_message
-from .support.synapse import Synapse
+from demo.bridge_process import BridgeProcess
+from demo.matrix_client import matrix_client, wait_for_membership, wait_for_message
+from demo.synapse import Synapse
+from demo.waiting import eventually
+
+from .support.calls import CALL_MEMBER
 from .support.voip_caller import (
     BOT,
     LegacyCaller,
@@ -21,7 +23,6 @@ from .support.voip_caller import (
     request_ghost,
 )
 from .support.voip_media import CallPeer
-from .support.waiting import eventually
 
 HEARD = 100.0
 ABSENT = 0.02

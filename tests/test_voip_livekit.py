@@ -6,17 +6,18 @@ from __future__ import annotations
 
 from mautrix.types import Membership, RoomID, UserID
 
-from .support.bridge_process import BridgeProcess
-from .support.livekit_client import LiveKitClient, focus_token, wait_until
-from .support.matrix_client import matrix_client, replies_to, wait_for_membership, wait_for_message
-from .support.synapse import MatrixUser, Synapse
+from demo.bridge_process import BridgeProcess
+from demo.livekit_client import LiveKitClient, focus_token, wait_until
+from demo.matrix_client import matrix_client, replies_to, wait_for_membership, wait_for_message
+from demo.synapse import MatrixUser, Synapse
+
 from .support.voip_caller import BOT, LegacyCaller, direct_chat, request_ghost
 from .support.voip_media import CallPeer
 
 CALL_MEMBER = "org.matrix.msc3401.call.member"
 CALLER_LUMA, LIVEKIT_LUMA = 190, 60
 LIVEKIT_TONE_HZ = 440
-""":class:`~tests.support.media.ToneAudio`'s frequency."""
+""":class:`~demo.media.ToneAudio`'s frequency."""
 HEARD = 100.0
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from bridge.conferences import Conferences, Profile, Via
 from bridge.voip.leg import MediaLeg
+from demo.waiting import eventually
 from sfu import SFU, Event, MediaSettings, TrackKind
 
 from .support.voip_media import CallPeer
-from .support.waiting import eventually
 
 _ids = itertools.count()
 HEARD = 100.0

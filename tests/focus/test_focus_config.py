@@ -10,8 +10,7 @@ from yarl import URL
 from bridge import resources
 from bridge.config import Config
 from bridge.focus.service import openid_servers, signalling_url
-
-from ..support.bridge_process import edit_config
+from demo.bridge_process import edit_config
 
 
 def load(path: Path, values: dict[str, object]) -> Config:

@@ -13,8 +13,8 @@ from bridge.focus.errors import Unauthorized
 from bridge.focus.openid import OpenIDToken, OpenIDVerifier
 from bridge.focus.public_network import PublicResolver, is_private_host
 from bridge.focus.server_discovery import ServerDiscovery
+from demo.ports import free_port
 
-from ..support.ports import free_port
 from .federation_fakes import FakeFederation, FakeSrv, federation_fake
 
 

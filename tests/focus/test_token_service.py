@@ -19,11 +19,10 @@ import aiohttp
 import pytest
 
 from bridge.focus.tokens import FocusTokens
-
-from ..support.bridge_process import BridgeProcess
-from ..support.matrix_client import wait_for_membership
-from ..support.synapse import SERVER_NAME, MatrixUser, Synapse
-from ..support.waiting import eventually
+from demo.bridge_process import BridgeProcess
+from demo.matrix_client import wait_for_membership
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.waiting import eventually
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 CALL_MEMBER = "org.matrix.msc3401.call.member"

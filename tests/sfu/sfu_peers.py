@@ -1,5 +1,5 @@
 """Real aiortc client peers driving the SFU on loopback, with synthetic marked media
-(:mod:`tests.support.media`). Clients use LiveKit's v0 layout: a publisher PC (client offers) and a
+(:mod:`demo.media`). Clients use LiveKit's v0 layout: a publisher PC (client offers) and a
 subscriber PC (SFU offers, renegotiated on ``NegotiationNeeded``).
 """
 
@@ -17,8 +17,8 @@ from aiortc import (
 )
 from aiortc.rtp import RtpPacket, is_rtcp
 
+from demo.media import MarkedVideo, Received, ToneAudio, config, consume
 from sfu import Conference, Event, NegotiationNeeded, Participant, TransportRole
-from tests.support.media import MarkedVideo, Received, ToneAudio, config, consume
 
 __all__ = ["MarkedVideo", "Received", "ToneAudio", "config"]  # re-exported for the tests
 E = TypeVar("E")

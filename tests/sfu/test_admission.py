@@ -25,7 +25,7 @@ from sfu import (
     TrackUnpublished,
     TransportRole,
 )
-from tests.support.media import repeated_mid_offer
+from tests.support.bad_offers import repeated_mid_offer
 
 _ids = itertools.count()
 

@@ -1,6 +1,5 @@
-"""Headless Chromium (Debian's package) driven by Playwright, and a loopback server for the
-pages in ``web/`` with their npm dependencies (installed from the lockfile by ``npm ci``) and
-the scripts bundled from them (``npm run build``, redone for each test module, so never stale).
+"""Headless Chromium (Debian's package) driven by Playwright, for the call page in ``web/``
+(served by :func:`demo.web.web_pages`).
 
 Chromium gets fake camera and microphone devices, offers loopback ICE candidates only with
 ``--allow-loopback-in-peer-connection``, and is kept from contacting anything on its own.
@@ -10,16 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 import shutil
-import subprocess
 
-from aiohttp import web
 from playwright.async_api import Browser, async_playwright
 
-from .ports import free_port
-
-WEB_ROOT = Path(__file__).resolve().parents[2] / "web"
 CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
@@ -53,21 +46,3 @@ async def chromium() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
-
-
-@asynccontextmanager
-async def web_pages() -> AsyncIterator[str]:
-    """Serve ``web/`` on loopback; yields its base URL."""
-    if not (WEB_ROOT / "node_modules").is_dir():
-        raise RuntimeError("web/node_modules is missing: run `npm ci` in web/")
-    subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
-    app = web.Application()
-    app.router.add_static("/", WEB_ROOT, follow_symlinks=False)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()

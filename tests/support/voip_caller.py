@@ -10,10 +10,11 @@ import secrets
 from mautrix.client import ClientAPI
 from mautrix.types import EventType, Membership, PaginationDirection, RoomID, UserID
 
-from .matrix_client import replies_to, wait_for_membership, wait_for_message
-from .synapse import SERVER_NAME
+from demo.matrix_client import replies_to, wait_for_membership, wait_for_message
+from demo.synapse import SERVER_NAME
+from demo.waiting import eventually
+
 from .voip_media import CallPeer
-from .waiting import eventually
 
 LIFETIME_MS = 90_000
 BOT = UserID(f"@callbot:{SERVER_NAME}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import fractions
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
+from aiortc import MediaStreamTrack, RTCConfiguration
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 import av
@@ -83,18 +83,3 @@ async def consume(track: MediaStreamTrack, stats: Received) -> None:
                 stats.audio_frames += 1
     except MediaStreamError:
         pass
-
-
-async def repeated_mid_offer(data_channel: bool) -> str:
-    """An offer aiortc rejects part-way: two sections with one mid (media and media, or the
-    data channel's mid on a media section, which fails after transports were made)."""
-    pc = RTCPeerConnection(config())
-    if data_channel:
-        pc.createDataChannel("_reliable")
-    pc.addTransceiver(ToneAudio(0.1), direction="sendrecv")
-    pc.addTransceiver(MarkedVideo(10), direction="sendrecv")
-    await pc.setLocalDescription(await pc.createOffer())
-    sdp = pc.localDescription.sdp
-    await pc.close()
-    mids = [line[6:] for line in sdp.splitlines() if line.startswith("a=mid:")]
-    return sdp.replace(f"a=mid:{mids[0]}\r", f"a=mid:{mids[-1]}\r", 1)

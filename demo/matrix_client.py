@@ -36,7 +36,7 @@ async def membership_of(client: ClientAPI, room_id: RoomID, user_id: UserID) -> 
         event = await client.get_state_event(room_id, EventType.ROOM_MEMBER, user_id)
     except MNotFound:
         return None
-    return event.membership  # type: ignore[union-attr,no-any-return]
+    return event.membership  # type: ignore[union-attr]
 
 
 async def wait_for_membership(
@@ -53,9 +53,11 @@ async def messages_from(
 ) -> list[MessageEvent]:
     """The room's recent messages from ``sender``, oldest first."""
     response = await client.get_messages(room_id, PaginationDirection.BACKWARD, limit=limit)
+    # mautrix declares PaginatedMessages as a keyword NamedTuple, which mypy cannot read.
+    events = response.events  # type: ignore[attr-defined]
     return [
         event
-        for event in reversed(response.events)
+        for event in reversed(events)
         if isinstance(event, MessageEvent) and event.sender == sender
     ]
 

@@ -1,8 +1,9 @@
-"""A real Synapse homeserver on loopback for integration tests.
+"""A real, throwaway Synapse homeserver on loopback (for the demo, the benchmarks and the
+integration tests).
 
-Synapse comes from PyPI (the ``test`` extra). The config is written directly (generating one
+Synapse comes from PyPI (the ``demo`` extra). The config is written directly (generating one
 costs seconds), binds 127.0.0.1 only, and makes no outbound connections: no key servers, no
-federation, no stats. Rate limits are lifted so that tests are not throttled.
+federation, no stats. Rate limits are lifted so that scripted clients are not throttled.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Synapse:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.appservice_files: list[Path] = []
+        self.focus_url = ""
         self._secret = secrets.token_hex(16)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -124,6 +126,15 @@ class Synapse:
             "experimental_features": {
                 "msc2409_to_device_messages_enabled": True,
                 "msc3202_transaction_extensions": True,
+                "msc4143_enabled": True,
+            },
+            # The focus, announced as the README tells admins to (/rtc/transports).
+            "matrix_rtc": {
+                "transports": (
+                    [{"type": "livekit", "livekit_service_url": self.focus_url}]
+                    if self.focus_url
+                    else []
+                )
             },
             "rc_login": {
                 "address": _UNLIMITED,
@@ -147,8 +158,9 @@ class Synapse:
             yaml.dump(config, stream)
         return path
 
-    def start(self, appservice_files: list[Path]) -> None:
+    def start(self, appservice_files: list[Path], focus_url: str = "") -> None:
         self.appservice_files = appservice_files
+        self.focus_url = focus_url
         config_path = self.write_config()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(config_path)],

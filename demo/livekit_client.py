@@ -8,7 +8,7 @@ marked media and decodes what it receives, so tests can check who got what."""
 from __future__ import annotations
 
 from typing import Literal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 import asyncio
 import base64
@@ -17,13 +17,11 @@ import time
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from livekit.protocol import models, rtc
-from mautrix.types import UserID
 import aiohttp
-import pytest
 
 from .bridge_process import BridgeProcess
 from .media import MarkedVideo, Received, ToneAudio, config, consume
-from .synapse import SERVER_NAME, MatrixUser, Synapse
+from .synapse import MatrixUser, Synapse
 from .waiting import eventually
 
 PING_INTERVAL_S = 5
@@ -54,7 +52,7 @@ class RemoteParticipant:
     identity: str
     tracks: dict[str, models.TrackInfo] = field(default_factory=dict)
     version: int = 0
-    kind: models.ParticipantInfo.Kind.ValueType = models.ParticipantInfo.Kind.STANDARD
+    kind: int = models.ParticipantInfo.Kind.STANDARD
 
 
 class LiveKitClient:
@@ -246,9 +244,7 @@ class LiveKitClient:
     def audio_from(self, sender: LiveKitClient | str) -> Received:
         return self._received_from(sender, models.TrackType.AUDIO)
 
-    def _received_from(
-        self, sender: LiveKitClient | str, kind: models.TrackType.ValueType
-    ) -> Received:
+    def _received_from(self, sender: LiveKitClient | str, kind: models.TrackType) -> Received:
         remote = self.participants.get(sender if isinstance(sender, str) else sender.sid)
         for sid, track in (remote.tracks if remote else {}).items():
             if track.type == kind and sid in self.received:
@@ -363,22 +359,3 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> No
         return predicate()
 
     await eventually(probe, timeout=timeout, interval=0.1)
-
-
-BOT = UserID(f"@callbot:{SERVER_NAME}")
-CALL_MEMBER = "org.matrix.msc3401.call.member"
-LUMAS = {"alice": 40, "bob": 130, "carol": 220}
-
-ClientFactory = Callable[..., Awaitable[LiveKitClient]]
-BOTH_PROTOCOLS = pytest.mark.parametrize("protocol", ["v0", "v1"])
-"""Media tests run with clients on two peer connections (v0) and on one (v1)."""
-
-
-def decodes(receiver: LiveKitClient, sender: LiveKitClient, luma: int) -> bool:
-    video = receiver.video_from(sender)
-    recent = video.lumas[-5:]
-    return (
-        len(recent) == 5
-        and all(abs(value - luma) < 12 for value in recent)
-        and receiver.audio_from(sender).audio_frames > 25
-    )

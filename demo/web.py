@@ -1,0 +1,34 @@
+"""The call page: ``web/`` served on loopback with its npm dependencies (installed from the
+lockfile by ``npm ci``) and the scripts bundled from them (``npm run build``, redone each time,
+so never stale)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+import subprocess
+
+from aiohttp import web
+
+from .ports import free_port
+
+WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
+
+
+@asynccontextmanager
+async def web_pages() -> AsyncIterator[str]:
+    """Serve ``web/`` on loopback; yields its base URL."""
+    if not (WEB_ROOT / "node_modules").is_dir():
+        raise RuntimeError("web/node_modules is missing: run `npm ci` in web/")
+    subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
+    app = web.Application()
+    app.router.add_static("/", WEB_ROOT, follow_symlinks=False)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
