@@ -45,6 +45,10 @@ class MatrixHandler:
 
     async def handle_event(self, evt: Event) -> None:
         """Entry point for every event; one bad event is logged and harms nothing else."""
+        if not is_well_formed(evt):
+            # Not even its type can be logged safely (str() of an integer type raises).
+            log.debug("Ignoring an event whose type, IDs or state key are not strings")
+            return
         try:
             if isinstance(evt, StateEvent) and isinstance(evt.content, MemberStateEventContent):
                 await self._handle_member(evt, evt.content)
@@ -114,3 +118,13 @@ class MatrixHandler:
         await self.commands.handle(
             evt.room_id, evt.event_id, evt.sender, self.level(evt.sender), body
         )
+
+
+def is_well_formed(evt: Event) -> bool:
+    """Whether the fields every handler relies on are strings. mautrix keeps whatever JSON
+    type arrived (an integer ``type`` included), and any room member's homeserver can send
+    such an event, or its content with fields of the wrong type (which handlers check)."""
+    fields = (getattr(evt, name, None) for name in ("sender", "room_id", "event_id", "state_key"))
+    return isinstance(evt.type.t, str) and all(
+        value is None or isinstance(value, str) for value in fields
+    )
