@@ -82,7 +82,7 @@ class OpenIDVerifier:
         self._session = session
         self._trusted_session = trusted_session or session
         self._discovery = discovery
-        self._per_server = per_server or RateLimiter(0)
+        self._per_server = per_server if per_server is not None else RateLimiter(0)
         self._private_hosts_allowed = private_hosts_allowed
         self._cache: TTLCache[str, _Verdict] = TTLCache(CACHE_ENTRIES)
         self._running: dict[str, asyncio.Task[UserID]] = {}
