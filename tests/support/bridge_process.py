@@ -154,6 +154,11 @@ class BridgeProcess:
             self._process.wait()
         self._process = None
 
+    @property
+    def log_path(self) -> Path:
+        """Everything the process wrote, across restarts."""
+        return self._log_file
+
     def log_tail(self, lines: int = 40) -> str:
         if not self._log_file.exists():
             return ""
