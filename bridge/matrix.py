@@ -47,7 +47,7 @@ class MatrixHandler:
         """Entry point for every event; one bad event is logged and harms nothing else."""
         if not is_well_formed(evt):
             # Not even its type can be logged safely (str() of an integer type raises).
-            log.debug("Ignoring an event whose type, IDs or state key are not strings")
+            log.debug("Ignoring an event whose type, IDs, state key or timestamp are mistyped")
             return
         try:
             if isinstance(evt, StateEvent) and isinstance(evt.content, MemberStateEventContent):
@@ -121,10 +121,15 @@ class MatrixHandler:
 
 
 def is_well_formed(evt: Event) -> bool:
-    """Whether the fields every handler relies on are strings. mautrix keeps whatever JSON
-    type arrived (an integer ``type`` included), and any room member's homeserver can send
-    such an event, or its content with fields of the wrong type (which handlers check)."""
-    fields = (getattr(evt, name, None) for name in ("sender", "room_id", "event_id", "state_key"))
-    return isinstance(evt.type.t, str) and all(
-        value is None or isinstance(value, str) for value in fields
+    """Whether the fields every handler relies on have their JSON types. mautrix keeps
+    whatever type arrived (an integer ``type`` included), and any room member's homeserver
+    can send such an event, or one whose content has fields of the wrong type (which the
+    handlers check themselves)."""
+    names = ("sender", "room_id", "event_id", "state_key")
+    strings = (getattr(evt, name, None) for name in names)
+    timestamp = getattr(evt, "timestamp", None)
+    return (
+        isinstance(evt.type.t, str)
+        and all(value is None or isinstance(value, str) for value in strings)
+        and (timestamp is None or (isinstance(timestamp, int) and not isinstance(timestamp, bool)))
     )

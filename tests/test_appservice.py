@@ -200,6 +200,15 @@ async def test_transactions_of_the_wrong_shape_get_400(
     assert "Traceback" not in new_log_lines(bridge, before)
 
 
+INVITE = {
+    "call_id": "c",
+    "party_id": "p",
+    "version": "1",
+    "lifetime": 60000,
+    "offer": {"type": "offer", "sdp": "v=0\r\n"},
+}
+
+
 async def test_events_with_fields_of_the_wrong_type_are_ignored(
     bridge: BridgeProcess, alice: ClientAPI
 ) -> None:
@@ -227,6 +236,7 @@ async def test_events_with_fields_of_the_wrong_type_are_ignored(
         event(6, type="m.room.message", content={"msgtype": 5, "body": 7}),
         event(7, type="m.room.member", state_key=sender.user_id, content={"membership": 3}),
         event(8, type="m.room.message", room_id=8, content={"msgtype": "m.text", "body": "!call"}),
+        event(9, type="m.call.invite", origin_server_ts="1", content=INVITE),
     ]
     before = len(bridge.log_path.read_text(errors="replace"))
     status, _ = await put_transaction(
