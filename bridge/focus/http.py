@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Callable
 import logging
+import math
 import time
 
 from aiohttp import web
@@ -39,7 +40,7 @@ def error_response(error: FocusError) -> web.Response:
         response = matrix_error(
             error.status, error.errcode, error.message, retry_after_ms=error.retry_after_ms
         )
-        response.headers["Retry-After"] = str(-(-error.retry_after_ms // 1000))
+        response.headers["Retry-After"] = str(math.ceil(error.retry_after_ms / 1000))
         return response
     return matrix_error(error.status, error.errcode, error.message)
 
