@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import logging
+import resource
 import signal
 import sys
 
@@ -79,6 +81,7 @@ class ConferenceBridge(Program):
 
     def prepare(self) -> None:
         super().prepare()
+        raise_open_file_limit()
         self.bridge = Bridge(self.config)
 
     async def start(self) -> None:
@@ -113,6 +116,23 @@ class ConferenceBridge(Program):
 
     async def system_exit(self) -> None:
         await self.bridge.stop()
+
+
+def raise_open_file_limit() -> None:
+    """Every call's WebSocket, UDP socket and peer connection is a file descriptor; the soft
+    limit many systems start services with (1024) is reached by a few hundred participants,
+    or by as many idle connections, long before the hard limit the admin allows."""
+    log = logging.getLogger("mau.limits")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        log.debug("Open file limit: %d", soft)
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:  # an unlimited hard limit the kernel caps lower
+        log.debug("Could not raise the open file limit from %d to %d: %s", soft, hard, e)
+        return
+    log.debug("Raised the open file limit from %d to %d", soft, hard)
 
 
 def _fail(code: int, message: str) -> None:

@@ -30,6 +30,7 @@ from .matrix import MatrixHandler
 from .permissions import PermissionLevel
 from .publishing import PublishRights
 from .room_state import RoomStates
+from .transactions import check_transaction_shape
 from .voip import DialIn
 
 log = logging.getLogger("mau.bridge")
@@ -73,6 +74,7 @@ class Bridge:
             log=logging.getLogger("mau.as"),
         )
         self.az.log.addFilter(RawEventFilter())
+        self.az.app.middlewares.append(check_transaction_shape)
         # Acknowledge a transaction only once its events are handled, in order; a crash
         # mid-transaction makes the homeserver deliver it again.
         self.az.synchronous_handlers = True

@@ -7,7 +7,7 @@ add new keys with their comments and keep every value the admin set.
 from __future__ import annotations
 
 from typing import Any
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 import re
 
 from mautrix.util.config import BaseFileConfig, ConfigUpdateHelper, RecursiveDict
@@ -19,6 +19,8 @@ from sfu import IceServer, MediaSettings
 
 from . import resources
 from .focus.access import RoomsWithoutBot
+from .focus.client_address import IPNetwork, parse_networks
+from .focus.limits import FocusLimits
 from .livekit.service import SessionLimits
 from .permissions import PermissionLevel
 
@@ -96,6 +98,8 @@ class Config(BaseFileConfig):
             "focus.public_url",
             "focus.token_lifetime",
             "focus.rooms_without_bot",
+            "focus.trusted_proxies",
+            *(f"focus.limits.{field.name}" for field in fields(FocusLimits)),
             "media.bind_addresses",
             "media.ice_servers",
             *(f"media.limits.{name}" for name in LIMITS),
@@ -177,6 +181,30 @@ class Config(BaseFileConfig):
             per_user=self.limit("sessions_per_user"),
             per_room=self.limit("participants_per_room"),
         )
+
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        """``focus.trusted_proxies``. Raises ValueError naming the bad entry."""
+        values = self.get("focus.trusted_proxies", None) or []
+        if not isinstance(values, list):
+            raise ValueError("must be a list of addresses or networks")
+        return parse_networks(values)
+
+    def focus_limits(self) -> FocusLimits:
+        """``focus.limits``. Raises ValueError naming the first bad key."""
+        values = {}
+        for field in fields(FocusLimits):
+            key = f"focus.limits.{field.name}"
+            value = self.get(key, field.default)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if isinstance(field.default, float):
+                if not (number and value > 0):
+                    raise ValueError(f"{key}: must be a number of seconds above 0")
+            else:
+                least = 1 if field.name.startswith("max_") else 0
+                if not (number and isinstance(value, int) and value >= least):
+                    raise ValueError(f"{key}: must be a whole number, {least} or more")
+            values[field.name] = value
+        return FocusLimits(**values)
 
     def problems(self, *, need_tokens: bool = True) -> list[ConfigProblem]:
         """Every invalid value, each naming its key. Empty when the config is usable."""
@@ -293,6 +321,15 @@ class Config(BaseFileConfig):
         if policy not in {choice.value for choice in RoomsWithoutBot}:
             choices = ", ".join(choice.value for choice in RoomsWithoutBot)
             found.append(ConfigProblem("focus.rooms_without_bot", f"must be one of {choices}"))
+        try:
+            self.trusted_proxies()
+        except ValueError as e:
+            found.append(ConfigProblem("focus.trusted_proxies", str(e)))
+        try:
+            self.focus_limits()
+        except ValueError as e:
+            key, _, message = str(e).partition(": ")
+            found.append(ConfigProblem(key, message))
         homeservers = self.get("focus.openid.homeservers", None)
         if not isinstance(homeservers, dict):
             return [*found, ConfigProblem("focus.openid.homeservers", "must be a map")]

@@ -45,6 +45,10 @@ class MatrixHandler:
 
     async def handle_event(self, evt: Event) -> None:
         """Entry point for every event; one bad event is logged and harms nothing else."""
+        if not is_well_formed(evt):
+            # Not even its type can be logged safely (str() of an integer type raises).
+            log.debug("Ignoring an event whose type, IDs, state key or timestamp are mistyped")
+            return
         try:
             if isinstance(evt, StateEvent) and isinstance(evt.content, MemberStateEventContent):
                 await self._handle_member(evt, evt.content)
@@ -117,3 +121,18 @@ class MatrixHandler:
         await self.commands.handle(
             evt.room_id, evt.event_id, evt.sender, self.level(evt.sender), body
         )
+
+
+def is_well_formed(evt: Event) -> bool:
+    """Whether the fields every handler relies on have their JSON types. mautrix keeps
+    whatever type arrived (an integer ``type`` included), and any room member's homeserver
+    can send such an event, or one whose content has fields of the wrong type (which the
+    handlers check themselves)."""
+    names = ("sender", "room_id", "event_id", "state_key")
+    strings = (getattr(evt, name, None) for name in names)
+    timestamp = getattr(evt, "timestamp", None)
+    return (
+        isinstance(evt.type.t, str)
+        and all(value is None or isinstance(value, str) for value in strings)
+        and (timestamp is None or (isinstance(timestamp, int) and not isinstance(timestamp, bool)))
+    )

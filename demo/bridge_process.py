@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from pathlib import Path
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -105,14 +106,23 @@ class BridgeProcess:
     def use_database(self, url: str) -> None:
         edit_config(self.config_path, {"appservice.database": url})
 
-    def start(self) -> None:
+    def start(self, *, open_files: int | None = None) -> None:
+        """``open_files`` starts the process with that soft limit on file descriptors (as
+        a service manager might), below the hard limit it keeps."""
         assert self._process is None, "already running"
+
+        def limit_open_files() -> None:
+            if open_files is not None:
+                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
         self._process = subprocess.Popen(
             [sys.executable, "-m", "bridge", "-c", str(self.config_path)],
             cwd=self.workdir,
             stdout=open(self._log_file, "ab"),  # noqa: SIM115 - lives with the process
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=limit_open_files,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -145,6 +155,11 @@ class BridgeProcess:
             os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
         self._process = None
+
+    @property
+    def log_path(self) -> Path:
+        """Everything the process wrote, across restarts."""
+        return self._log_file
 
     def log_tail(self, lines: int = 40) -> str:
         if not self._log_file.exists():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+import json
 import re
 
 from mautrix.client import ClientAPI
@@ -156,3 +158,93 @@ async def test_redelivered_transaction_changes_nothing(
     replies = [e for e in await messages_from(alice, room_id, BOT) if replies_to(command_id)(e)]
     assert len(replies) == 1
     assert await membership_of(alice, room_id, BOT) == Membership.JOIN
+
+
+async def put_transaction(bridge: BridgeProcess, txn_id: str, body: bytes) -> tuple[int, Any]:
+    hs_token = YAML().load(bridge.config_path.read_text())["appservice"]["hs_token"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
+            f"{bridge.url}/_matrix/app/v1/transactions/{txn_id}",
+            data=body,
+            headers={"Authorization": f"Bearer {hs_token}", "Content-Type": "application/json"},
+        ) as response,
+    ):
+        return response.status, await response.json(content_type=None)
+
+
+def new_log_lines(bridge: BridgeProcess, before: int) -> str:
+    return bridge.log_path.read_text(errors="replace")[before:]
+
+
+@pytest.mark.parametrize(
+    ("body", "errcode"),
+    [
+        (b"[]", "M_BAD_JSON"),
+        (b'[{"events": []}]', "M_BAD_JSON"),
+        (b"not json", "M_NOT_JSON"),
+        (b"[" * 100_000, "M_BAD_JSON"),
+        (b'{"events": 5}', "M_BAD_JSON"),
+        (b'{"events": [5]}', "M_BAD_JSON"),
+        (b'{"events": [], "ephemeral": {}}', "M_BAD_JSON"),
+    ],
+)
+async def test_transactions_of_the_wrong_shape_get_400(
+    bridge: BridgeProcess, alice: ClientAPI, body: bytes, errcode: str
+) -> None:
+    before = len(bridge.log_path.read_text(errors="replace"))
+    status, answer = await put_transaction(bridge, f"bad-{hash(body)}", body)
+    assert (status, answer["errcode"]) == (400, errcode)
+    room_id = await room_with_bot(alice)
+    assert "help" in (await command(alice, room_id, "!call help")).content.body
+    assert "Traceback" not in new_log_lines(bridge, before)
+
+
+INVITE = {
+    "call_id": "c",
+    "party_id": "p",
+    "version": "1",
+    "lifetime": 60000,
+    "offer": {"type": "offer", "sdp": "v=0\r\n"},
+}
+
+
+async def test_events_with_fields_of_the_wrong_type_are_ignored(
+    bridge: BridgeProcess, alice: ClientAPI
+) -> None:
+    """Any room member's homeserver can send these; none may raise out of a handler, and the
+    events after them are handled."""
+    room_id = await room_with_bot(alice)
+    sender = await alice.whoami()
+
+    def event(number: int, **fields: Any) -> dict[str, Any]:
+        return {
+            "event_id": f"$wrong-types-{number}",
+            "room_id": room_id,
+            "sender": sender.user_id,
+            "origin_server_ts": 1,
+            "content": {},
+            **fields,
+        }
+
+    events = [
+        event(1, type=5),
+        event(2, type="m.call.invite", sender=7),
+        event(3, type="m.call.hangup", content={"call_id": 5, "party_id": [], "version": 1}),
+        event(4, type="m.call.candidates", content={"call_id": "c", "candidates": "x"}),
+        event(5, type="org.matrix.msc3401.call.member", state_key=9),
+        event(6, type="m.room.message", content={"msgtype": 5, "body": 7}),
+        event(7, type="m.room.member", state_key=sender.user_id, content={"membership": 3}),
+        event(8, type="m.room.message", room_id=8, content={"msgtype": "m.text", "body": "!call"}),
+        event(9, type="m.call.invite", origin_server_ts="1", content=INVITE),
+    ]
+    before = len(bridge.log_path.read_text(errors="replace"))
+    status, _ = await put_transaction(
+        bridge, "wrong-types", json.dumps({"events": events}).encode()
+    )
+    assert status == 200
+    reply = await command(alice, room_id, "!call version")
+    assert "matrix-conference-bridge" in reply.content.body
+    logged = new_log_lines(bridge, before)
+    for sign in ("Traceback", "Logging error", "Failed to handle", "Exception in"):
+        assert sign not in logged

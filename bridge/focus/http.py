@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from typing import Any
 from collections.abc import Callable
 import logging
+import math
+import time
 
 from aiohttp import web
 
+from .client_address import ClientAddresses
 from .errors import FocusError
+from .rate_limit import RateLimited, RateLimiter
 from .requests import TokenRequest, parse_get_token, parse_sfu_get
 from .token_api import TokenService
 
@@ -26,8 +31,18 @@ CORS_HEADERS = {
 }
 
 
-def matrix_error(status: int, errcode: str, message: str) -> web.Response:
-    return web.json_response({"errcode": errcode, "error": message}, status=status)
+def matrix_error(status: int, errcode: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"errcode": errcode, "error": message, **extra}, status=status)
+
+
+def error_response(error: FocusError) -> web.Response:
+    if isinstance(error, RateLimited):
+        response = matrix_error(
+            error.status, error.errcode, error.message, retry_after_ms=error.retry_after_ms
+        )
+        response.headers["Retry-After"] = str(math.ceil(error.retry_after_ms / 1000))
+        return response
+    return matrix_error(error.status, error.errcode, error.message)
 
 
 async def _add_cors_headers(_request: web.Request, response: web.StreamResponse) -> None:
@@ -36,17 +51,24 @@ async def _add_cors_headers(_request: web.Request, response: web.StreamResponse)
     response.headers.update(CORS_HEADERS)
 
 
-def create_app() -> web.Application:
+def create_app(middlewares: list[Any] | None = None) -> web.Application:
     """The focus listener's application; token routes are added by :func:`add_token_routes`,
     the signalling adds its own."""
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares or [])
     app.on_response_prepare.append(_add_cors_headers)
     app.router.add_get("/healthz", _ok)
     return app
 
 
-def add_token_routes(app: web.Application, service: TokenService) -> None:
-    routes = _TokenRoutes(service)
+def add_token_routes(
+    app: web.Application,
+    service: TokenService,
+    addresses: ClientAddresses,
+    per_client: RateLimiter,
+) -> None:
+    """``per_client`` counts every token request of one client address (see ``addresses``),
+    before any work is done for it."""
+    routes = _TokenRoutes(service, addresses, per_client)
     app.router.add_post("/sfu/get", routes.sfu_get)
     app.router.add_post("/get_token", routes.get_token)
     app.router.add_post("/delegate_delayed_leave", _delegate_delayed_leave)
@@ -69,8 +91,12 @@ async def _delegate_delayed_leave(_request: web.Request) -> web.Response:
 
 
 class _TokenRoutes:
-    def __init__(self, service: TokenService) -> None:
+    def __init__(
+        self, service: TokenService, addresses: ClientAddresses, per_client: RateLimiter
+    ) -> None:
         self.service = service
+        self.addresses = addresses
+        self.per_client = per_client
 
     async def sfu_get(self, request: web.Request) -> web.Response:
         return await self._answer(request, parse_sfu_get)
@@ -82,13 +108,22 @@ class _TokenRoutes:
         self, request: web.Request, parse: Callable[[bytes], TokenRequest]
     ) -> web.Response:
         try:
+            self._count(request)
             body = await request.read()
             return web.json_response(await self.service.answer(parse(body)))
         except web.HTTPRequestEntityTooLarge:
             return matrix_error(413, "M_TOO_LARGE", f"The body is over {MAX_BODY} bytes.")
         except FocusError as e:
             log.debug("Refused a token request to %s: %s", request.path, e.message)
-            return matrix_error(e.status, e.errcode, e.message)
+            return error_response(e)
         except Exception:
             log.exception("Token request to %s failed", request.path)
             return matrix_error(500, "M_UNKNOWN", "The focus failed to answer; try again.")
+
+    def _count(self, request: web.Request) -> None:
+        client = self.addresses.client_of(
+            request.remote or "", request.headers.getall("X-Forwarded-For", [])
+        )
+        wait = self.per_client.check(client, time.monotonic())
+        if wait:
+            raise RateLimited("Too many token requests from this client; try again later.", wait)

@@ -4,6 +4,10 @@
 discovery) answers the token's user ID, which must belong to that very homeserver, or one
 server could vouch for users of another. Results are cached briefly, and identical lookups
 running at once share one request (Element Call fetches two tokens in parallel).
+
+Each token not in the cache costs a request to the homeserver it names, so lookups are rate
+limited per homeserver (forged tokens are all different); homeservers the admin configured
+are reached through their own session, without the public-address guard and without limit.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 
 from mautrix.types import UserID
 import aiohttp
 
 from .errors import Unauthorized
 from .public_network import is_private_host
+from .rate_limit import RateLimited, RateLimiter
 from .server_discovery import ServerDiscovery, ServerLocation
 from .ttl_cache import TTLCache
 
@@ -65,12 +71,18 @@ class OpenIDVerifier:
         session: aiohttp.ClientSession,
         discovery: ServerDiscovery,
         *,
+        trusted_session: aiohttp.ClientSession | None = None,
+        per_server: RateLimiter | None = None,
         private_hosts_allowed: bool = False,
     ) -> None:
-        """``private_hosts_allowed`` lets discovered locations be private IP literals, which
-        only a closed test network wants (see :mod:`.public_network`)."""
+        """``session`` reaches discovered servers (guarded by :mod:`.public_network`),
+        ``trusted_session`` (default: the same) the configured ones. ``per_server`` limits
+        lookups per homeserver that is not configured. ``private_hosts_allowed`` lets
+        discovered locations be private IP literals, which only a closed test network wants."""
         self._session = session
+        self._trusted_session = trusted_session or session
         self._discovery = discovery
+        self._per_server = per_server if per_server is not None else RateLimiter(0)
         self._private_hosts_allowed = private_hosts_allowed
         self._cache: TTLCache[str, _Verdict] = TTLCache(CACHE_ENTRIES)
         self._running: dict[str, asyncio.Task[UserID]] = {}
@@ -80,6 +92,7 @@ class OpenIDVerifier:
 
         Raises:
             Unauthorized: the token is invalid, expired, forged, or its server unreachable.
+            RateLimited: too many lookups at the token's homeserver lately.
         """
         key = token.cache_key
         if key in self._running:
@@ -89,6 +102,14 @@ class OpenIDVerifier:
             if cached.user_id is None:
                 raise Unauthorized(cached.rejection)
             return cached.user_id
+        server = token.matrix_server_name
+        if not self._discovery.is_configured(server):
+            wait = self._per_server.check(server, time.monotonic())
+            if wait:
+                log.debug("Too many OpenID lookups at %s", server)
+                raise RateLimited(
+                    f"Too many token requests for users of {server}; try again later.", wait
+                )
         task = asyncio.create_task(self._lookup(token))
         self._running[key] = task
         task.add_done_callback(lambda _: self._running.pop(key, None))
@@ -132,7 +153,8 @@ class OpenIDVerifier:
         url = base.with_path(base.path.rstrip("/") + USERINFO_PATH).with_query(
             access_token=token.access_token
         )
-        async with self._session.get(
+        session = self._trusted_session if location.trusted else self._session
+        async with session.get(
             url,
             headers={"Host": location.host_header} if location.host_header else None,
             server_hostname=location.tls_server_name,

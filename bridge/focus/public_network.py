@@ -3,7 +3,8 @@
 A caller chooses the ``matrix_server_name`` its OpenID token claims, so without this the
 bridge could be made to send requests into the admin's private network (server-side request
 forgery). Homeservers the admin configures (``focus.openid.homeservers``, and its own) are
-trusted wherever they are.
+trusted wherever they are: they are reached through a session of their own, so that a caller
+naming their host (or redirecting to it) gains nothing.
 """
 
 from __future__ import annotations
@@ -25,18 +26,15 @@ def is_private_host(host: str) -> bool:
 
 
 class PublicResolver(AbstractResolver):
-    """Resolves names to their public addresses only, except for trusted names."""
+    """Resolves names to their public addresses only."""
 
-    def __init__(self, trusted_hosts: set[str]) -> None:
+    def __init__(self) -> None:
         self._resolver = ThreadedResolver()
-        self._trusted = trusted_hosts
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._resolver.resolve(host, port, family)
-        if host in self._trusted:
-            return results
         public = [result for result in results if not is_private_host(result["host"])]
         if not public:
             raise OSError(f"{host} has no public address")

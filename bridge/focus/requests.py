@@ -72,6 +72,8 @@ def _json(body: bytes) -> Any:
         return json.loads(body, parse_constant=no_constants)
     except ValueError as e:  # includes JSONDecodeError and UnicodeDecodeError
         raise NotJSON("The request body is not JSON.") from e
+    except RecursionError as e:  # arrays or objects nested thousands deep
+        raise BadJSON("The request body is nested too deeply.") from e
 
 
 def _object(value: Any, where: str, known: frozenset[str]) -> dict[str, Any]:

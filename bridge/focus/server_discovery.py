@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 from dataclasses import dataclass
+import asyncio
 import ipaddress
 import json
 import logging
@@ -24,6 +25,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
+from .public_network import is_private_host
 from .ttl_cache import TTLCache
 
 log = logging.getLogger("mau.focus.discovery")
@@ -32,6 +34,9 @@ DEFAULT_PORT = 8448
 WELL_KNOWN_PATH = "/.well-known/matrix/server"
 WELL_KNOWN_MAX_BYTES = 64 * 1024
 WELL_KNOWN_TIMEOUT_S = 10.0
+"""For the whole lookup, redirects included."""
+WELL_KNOWN_MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # The spec's defaults: a delegation is cached for a day unless the server says otherwise,
 # a failed lookup for up to an hour. We do not read Cache-Control; an hour bounds both.
 FOUND_TTL_S = 3600.0
@@ -168,6 +173,10 @@ class ServerDiscovery:
         self._overrides = dict(overrides or {})
         self._cache: TTLCache[str, list[ServerLocation]] = TTLCache(CACHE_ENTRIES)
 
+    def is_configured(self, server_name: str) -> bool:
+        """Whether the admin configured where ``server_name`` is (no discovery needed)."""
+        return server_name in self._overrides
+
     async def locate(self, server_name: str) -> list[ServerLocation]:
         """Where to reach ``server_name``, best first.
 
@@ -197,14 +206,9 @@ class ServerDiscovery:
     async def _well_known(self, hostname: str) -> ServerName | None:
         url = URL.build(scheme="https", host=hostname, path=WELL_KNOWN_PATH)
         try:
-            async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=WELL_KNOWN_TIMEOUT_S)
-            ) as response:
-                if response.status != 200:
-                    log.debug("No delegation for %s: HTTP %d", hostname, response.status)
-                    return None
-                body = await response.content.read(WELL_KNOWN_MAX_BYTES + 1)
-        except (aiohttp.ClientError, TimeoutError) as e:
+            async with asyncio.timeout(WELL_KNOWN_TIMEOUT_S):
+                body = await self._fetch_following_redirects(url)
+        except (aiohttp.ClientError, TimeoutError, _NoDelegation) as e:
             log.debug("No delegation for %s: %s", hostname, e)
             return None
         try:
@@ -214,9 +218,23 @@ class ServerDiscovery:
             if not isinstance(server, str):
                 raise ValueError("m.server is not a string")
             return ServerName.parse(server)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             log.debug("Ignoring the delegation of %s: %s", hostname, e)
             return None
+
+    async def _fetch_following_redirects(self, url: URL) -> bytes:
+        """The spec lets ``.well-known`` redirect. aiohttp would follow redirects to any
+        address, IP literals included, which no resolver sees; so each hop is checked here:
+        HTTPS only, no private IP literal (names go through the session's resolver)."""
+        for _ in range(WELL_KNOWN_MAX_REDIRECTS + 1):
+            async with self._session.get(url, allow_redirects=False) as response:
+                if response.status in REDIRECT_STATUSES:
+                    url = _redirect_target(url, response.headers.get("Location", ""))
+                    continue
+                if response.status != 200:
+                    raise _NoDelegation(f"HTTP {response.status}")
+                return await response.content.read(WELL_KNOWN_MAX_BYTES + 1)
+        raise _NoDelegation(f"more than {WELL_KNOWN_MAX_REDIRECTS} redirects")
 
     async def _by_srv_or_default(self, hostname: str) -> list[ServerLocation]:
         for service in ("_matrix-fed._tcp", "_matrix._tcp"):
@@ -235,6 +253,22 @@ class ServerDiscovery:
                 URL.build(scheme="https", host=hostname, port=DEFAULT_PORT), host_header=hostname
             )
         ]
+
+
+class _NoDelegation(Exception):
+    pass
+
+
+def _redirect_target(current: URL, location: str) -> URL:
+    try:
+        target = current.join(URL(location))
+    except ValueError as e:
+        raise _NoDelegation("a redirect to an invalid URL") from e
+    if target.scheme != "https" or not target.host:
+        raise _NoDelegation("a redirect away from HTTPS")
+    if is_private_host(target.host):
+        raise _NoDelegation("a redirect to a private address")
+    return target
 
 
 def _direct(name: ServerName) -> ServerLocation:

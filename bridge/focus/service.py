@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+import asyncio
 import logging
 
 from aiohttp import web
@@ -14,9 +15,12 @@ from ..db import Secret
 from ..permissions import PermissionLevel
 from ..room_state import RoomStates
 from .access import RoomAccess, RoomsWithoutBot
+from .client_address import ClientAddresses
+from .connections import ConnectionGuard
 from .http import add_token_routes, create_app
 from .openid import OpenIDVerifier
 from .public_network import PublicResolver
+from .rate_limit import RateLimiter
 from .server_discovery import DnsSrvResolver, ServerDiscovery
 from .token_api import TokenService
 from .tokens import FocusGrant, FocusTokens
@@ -57,13 +61,17 @@ class Focus:
         permissions: dict[str, PermissionLevel],
     ) -> None:
         self.config = config
-        self.app = create_app()
+        self.limits = config.focus_limits()
+        self.addresses = ClientAddresses(config.trusted_proxies())
+        self.connections = ConnectionGuard(self.limits, self.addresses)
+        self.app = create_app(middlewares=[self.connections.middleware])
         self.access = RoomAccess(
             rooms, bot_mxid, RoomsWithoutBot(config["focus.rooms_without_bot"]), permissions
         )
         self._tokens: FocusTokens | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def tokens(self) -> FocusTokens:
@@ -87,27 +95,33 @@ class Focus:
             )
         secret = await Secret.get_or_create(SECRET_NAME)
         self._tokens = FocusTokens(secret.value.encode(), self.config["focus.token_lifetime"])
-        servers = openid_servers(self.config)
-        trusted_hosts = {url.host for url in servers.values() if url.host}
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=PublicResolver(trusted_hosts))
+        # Discovered servers only at public addresses; configured ones wherever they are.
+        public = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicResolver()))
+        trusted = aiohttp.ClientSession()
+        self._sessions = [public, trusted]
+        discovery = ServerDiscovery(public, DnsSrvResolver(), openid_servers(self.config))
+        verifier = OpenIDVerifier(
+            public,
+            discovery,
+            trusted_session=trusted,
+            per_server=RateLimiter(self.limits.token_requests_per_minute_per_server),
         )
-        discovery = ServerDiscovery(self._session, DnsSrvResolver(), servers)
         service = TokenService(
-            OpenIDVerifier(self._session, discovery),
-            self.access,
-            self._tokens,
-            signalling_url(public_url, hostname, port),
+            verifier, self.access, self._tokens, signalling_url(public_url, hostname, port)
         )
-        add_token_routes(self.app, service)
+        per_client = RateLimiter(self.limits.token_requests_per_minute_per_client)
+        add_token_routes(self.app, service, self.addresses, per_client)
         # No access log: it would record callers' addresses, and later tokens in query strings.
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, hostname, port).start()
+        assert self._runner.server is not None
+        self._listener = await self.connections.listen(self._runner.server, hostname, port)
         log.info("Focus listening on %s:%d", hostname, port)
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions:
+            await session.close()

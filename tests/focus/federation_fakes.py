@@ -7,7 +7,7 @@ certificate is made here and is valid for every test name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 import aiohttp
 
 TEST_NAMES = ["example.test", "delegated.test", "target.test", "other.test"]
+WellKnownAnswer = web.Response | dict[str, object] | Callable[[], web.Response]
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -107,7 +108,8 @@ class FakeFederation:
 
     port: int
     session: aiohttp.ClientSession
-    well_known: dict[str, web.Response | dict[str, object]] = field(default_factory=dict)
+    well_known: dict[str, WellKnownAnswer] = field(default_factory=dict)
+    """What each name's .well-known answers; a callable makes a fresh response each time."""
     users: dict[str, str] = field(default_factory=dict)
     """access token -> the ``sub`` to answer."""
     userinfo_status: int = 200
@@ -122,6 +124,8 @@ class FakeFederation:
         answer = self.well_known.get(request.host.partition(":")[0])
         if answer is None:
             return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
+        if callable(answer):
+            return answer()
         return answer if isinstance(answer, web.Response) else web.json_response(answer)
 
     async def _userinfo(self, request: web.Request) -> web.Response:

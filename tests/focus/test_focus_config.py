@@ -9,6 +9,7 @@ from yarl import URL
 
 from bridge import resources
 from bridge.config import Config
+from bridge.focus.limits import FocusLimits
 from bridge.focus.service import openid_servers, signalling_url
 from demo.bridge_process import edit_config
 
@@ -92,3 +93,38 @@ def test_own_homeserver_is_reached_at_its_address_unless_mapped(tmp_path: Path) 
         {"focus.openid.homeservers": {"example.org": "https://matrix.example.org"}},
     )
     assert openid_servers(config) == {"example.org": URL("https://matrix.example.org")}
+
+
+def test_focus_limits_are_read_validated_and_added_by_upgrades(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert load(path, {}).focus_limits() == FocusLimits()
+    config = load(
+        path,
+        {
+            "focus.trusted_proxies": ["10.0.0.0/8", "::1"],
+            "focus.limits.token_requests_per_minute_per_client": 0,
+            "focus.limits.header_timeout": 2.5,
+        },
+    )
+    assert [str(net) for net in config.trusted_proxies()] == ["10.0.0.0/8", "::1/128"]
+    assert config.focus_limits().token_requests_per_minute_per_client == 0
+    assert config.focus_limits().header_timeout == 2.5
+    for key, value, says in [
+        ("focus.limits.header_timeout", 0, "seconds above 0"),
+        ("focus.limits.body_timeout", "ten", "seconds above 0"),
+        ("focus.limits.max_connections", 0, "1 or more"),
+        ("focus.limits.token_requests_per_minute_per_server", -1, "0 or more"),
+        ("focus.limits.max_connections_per_ip", True, "1 or more"),
+        ("focus.trusted_proxies", ["proxy.example"], "'proxy.example'"),
+    ]:
+        assert says in focus_problems(load(path, {key: value}))[key]
+
+    without = resources.example_config().replace("    trusted_proxies: []\n", "")
+    path.write_text(without.split("    limits:\n")[0] + "\n")
+    config = Config(str(path))
+    config.load()
+    config.update(save=True)
+    text = path.read_text()
+    assert "max_connections_per_ip: 100" in text
+    assert "# Seconds a connection may take to send a request's headers" in text
+    assert YAML().load(text)["focus"]["trusted_proxies"] == []

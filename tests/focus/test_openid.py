@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 import asyncio
 
+from yarl import URL
 import pytest
 
 from bridge.focus.errors import Unauthorized
 from bridge.focus.openid import OpenIDToken, OpenIDVerifier
 from bridge.focus.public_network import PublicResolver, is_private_host
+from bridge.focus.rate_limit import RateLimited, RateLimiter
 from bridge.focus.server_discovery import ServerDiscovery
 from demo.ports import free_port
 
@@ -107,8 +109,8 @@ async def test_private_addresses_are_never_contacted(fake: FakeFederation) -> No
     assert fake.userinfo_requests() == []
 
 
-async def test_public_resolver_drops_private_addresses_of_untrusted_names() -> None:
-    resolver = PublicResolver(trusted_hosts={"trusted.localhost"})
+async def test_public_resolver_drops_private_addresses() -> None:
+    resolver = PublicResolver()
     try:
         with pytest.raises(OSError, match="no public address"):
             await resolver.resolve("localhost", 8448)
@@ -116,3 +118,30 @@ async def test_public_resolver_drops_private_addresses_of_untrusted_names() -> N
         await resolver.close()
     assert is_private_host("10.1.2.3") and is_private_host("[fd00::1]")
     assert not is_private_host("example.org") and not is_private_host("9.9.9.9")
+
+
+async def test_lookups_are_limited_per_server_except_configured_ones(
+    fake: FakeFederation,
+) -> None:
+    """Forged tokens are all different, so each would cost a request to its server."""
+    srv = FakeSrv({"_matrix-fed._tcp.delegated.test": [("target.test", 8448)]})
+    configured = {"other.test": URL(f"https://other.test:{fake.port}")}
+    check = OpenIDVerifier(
+        fake.session,
+        ServerDiscovery(fake.session, srv, configured),
+        per_server=RateLimiter(per_minute=2),
+        private_hosts_allowed=True,
+    )
+    for number in range(2):
+        with pytest.raises(Unauthorized):
+            await check.verify(OpenIDToken(f"forged-{number}", "example.test"))
+    with pytest.raises(RateLimited) as limited:
+        await check.verify(OpenIDToken("forged-2", "example.test"))
+    assert limited.value.retry_after_ms > 0
+    assert len(fake.userinfo_requests()) == 2
+    # Rejections are remembered: asking again costs nothing, and is not limited.
+    with pytest.raises(Unauthorized, match="rejected"):
+        await check.verify(OpenIDToken("forged-0", "example.test"))
+    for number in range(3):
+        with pytest.raises(Unauthorized):
+            await check.verify(OpenIDToken(f"forged-{number}", "other.test"))

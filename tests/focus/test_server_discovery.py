@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+import asyncio
 import random
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from yarl import URL
 import pytest
 
 from bridge.focus.server_discovery import (
+    WELL_KNOWN_MAX_REDIRECTS,
     ServerDiscovery,
     ServerLocation,
     ServerName,
@@ -159,3 +161,69 @@ def test_srv_records_are_ordered_by_priority_then_weight() -> None:
     orders = {tuple(rfc2782_order(records, random.Random(seed))) for seed in range(20)}
     assert all(order[-1] == ("backup", 1) for order in orders)
     assert (("mostly", 3), ("never", 2), ("backup", 1)) in orders
+
+
+@pytest.fixture
+async def bystander() -> AsyncIterator[list[int]]:
+    """A service on another loopback port, standing for one on the admin's private network:
+    it counts the connections it gets."""
+    accepted: list[int] = []
+
+    def connected(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    server = await asyncio.start_server(connected, "127.0.0.1", 0)
+    accepted.append(server.sockets[0].getsockname()[1])
+    try:
+        yield accepted
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location})
+
+
+async def test_well_known_redirects_are_followed_to_public_names(fake: FakeFederation) -> None:
+    fake.well_known["example.test"] = redirect("https://delegated.test/.well-known/matrix/server")
+    fake.well_known["delegated.test"] = {"m.server": "target.test:9000"}
+    assert await discovery(fake).locate("example.test") == [
+        ServerLocation(https("target.test", 9000), host_header="target.test:9000")
+    ]
+    assert [request.host for request in fake.requests] == ["example.test", "delegated.test"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://127.0.0.1:{port}/.well-known/matrix/server",
+        "https://[::ffff:127.0.0.1]:{port}/",
+        "http://127.0.0.1:{port}/",
+        "//127.0.0.1:{port}/latest/meta-data",
+    ],
+)
+async def test_well_known_redirects_into_private_networks_are_refused(
+    fake: FakeFederation, bystander: list[int], target: str
+) -> None:
+    """A remote server must not steer the bridge to a private address by redirecting its
+    .well-known there: the address is no name, so no resolver would see it."""
+    port = bystander.pop(0)
+    fake.well_known["example.test"] = redirect(target.format(port=port))
+    assert await discovery(fake).locate("example.test") == [
+        ServerLocation(https("example.test", 8448), host_header="example.test")
+    ]
+    assert bystander == []
+
+
+async def test_redirect_chains_are_bounded(fake: FakeFederation) -> None:
+    for name in ("example.test", "delegated.test"):
+        other = "delegated.test" if name == "example.test" else "example.test"
+        fake.well_known[name] = lambda other=other: web.Response(
+            status=307, headers={"Location": f"https://{other}/.well-known/matrix/server"}
+        )
+    assert await discovery(fake).locate("example.test") == [
+        ServerLocation(https("example.test", 8448), host_header="example.test")
+    ]
+    assert len(fake.requests) == WELL_KNOWN_MAX_REDIRECTS + 1

@@ -261,6 +261,8 @@ OPENID = {
         ("/sfu/get", b'{"room": ', None, "M_NOT_JSON", "not JSON"),
         ("/sfu/get", b"\xff\xfe", None, "M_NOT_JSON", "not JSON"),
         ("/sfu/get", b'{"room": NaN}', None, "M_NOT_JSON", "not JSON"),
+        ("/sfu/get", b"[" * 60_000, None, "M_BAD_JSON", "nested too deeply"),
+        ("/get_token", b'{"a":' * 12_000, None, "M_BAD_JSON", "nested too deeply"),
         ("/sfu/get", b"", [1, 2], "M_BAD_JSON", "must be a JSON object"),
         ("/sfu/get", b"", {"room": "!r:x", "openid_token": OPENID}, "M_BAD_JSON", "device_id"),
         (
