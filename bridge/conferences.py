@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 import logging
 
+from mautrix.types import RoomID
+
 from sfu import (
     SFU,
     Conference,
@@ -21,6 +23,8 @@ from sfu import (
     ParticipantState,
     ParticipantStateChanged,
 )
+
+from .db import Room
 
 log = logging.getLogger("mau.conferences")
 
@@ -75,6 +79,18 @@ class Conferences:
 
     def profile(self, conference_id: str, participant_id: str) -> Profile | None:
         return self._profiles.get((conference_id, participant_id))
+
+    async def in_room(self, room_id: RoomID) -> list[tuple[Conference, Participant, Profile]]:
+        """Who is in a room's call now, with how they came, whichever adapter they use."""
+        room = await Room.get(room_id)
+        conference = self.sfu.conference(room.conference_id) if room else None
+        if conference is None:
+            return []
+        return [
+            (conference, participant, profile)
+            for participant in conference.participants
+            if (profile := self.profile(conference.id, participant.id)) is not None
+        ]
 
     def listen(self, conference_id: str, handler: EventHandler) -> Callable[[], None]:
         """Receive one conference's events until the returned function is called."""

@@ -15,7 +15,6 @@ from mautrix.types import RoomID, UserID
 from sfu import Participant
 
 from .conferences import Conferences, Profile
-from .db import Room
 from .focus.access import RoomAccess
 
 log = logging.getLogger("mau.publishing")
@@ -38,11 +37,5 @@ class PublishRights:
 
     async def apply_to_room(self, room_id: RoomID) -> None:
         """Re-decide for everyone in the room's call (its state changed)."""
-        room = await Room.get(room_id)
-        conference = self.conferences.sfu.conference(room.conference_id) if room else None
-        if conference is None:
-            return
-        for participant in conference.participants:
-            profile = self.conferences.profile(conference.id, participant.id)
-            if profile is not None:
-                await self.apply(room_id, participant, profile)
+        for _, participant, profile in await self.conferences.in_room(room_id):
+            await self.apply(room_id, participant, profile)

@@ -4,6 +4,8 @@ file descriptors return to where they were."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 import asyncio
 import contextlib
 import os
@@ -177,12 +179,19 @@ async def test_garbage_trickle_candidates_close_only_the_sender(
     await good_call.keeps_flowing()
 
 
+DeviceToken = Callable[[int], Awaitable[str]]
+
+
+@pytest.fixture
+def bob_device(
+    running_bridge: BridgeProcess, synapse: Synapse, users: dict[str, MatrixUser], room_id: RoomID
+) -> DeviceToken:
+    """A token for bob's device number n: each device is a participant of its own."""
+    return partial(device_token, running_bridge, synapse, users["bob"], room_id)
+
+
 async def test_sessions_that_never_connect_are_dropped(
-    good_call: GoodCall,
-    running_bridge: BridgeProcess,
-    synapse: Synapse,
-    users: dict[str, MatrixUser],
-    room_id: RoomID,
+    good_call: GoodCall, running_bridge: BridgeProcess, bob_device: DeviceToken
 ) -> None:
     """Connections that keep pinging but never answer the SFU's offer (so never do ICE) are
     dropped after media.limits.connect_timeout, not held until the socket closes."""
@@ -204,7 +213,7 @@ async def test_sessions_that_never_connect_are_dropped(
     async with aiohttp.ClientSession() as session:
         silent = []
         for index in range(4):
-            token = await device_token(running_bridge, synapse, users["bob"], room_id, index)
+            token = await bob_device(index)
             url = f"{running_bridge.focus_url}/rtc"
             silent.append(await session.ws_connect(url, params={"access_token": token}))
         await asyncio.wait_for(asyncio.gather(*map(stay_silent, silent)), 60)
@@ -213,20 +222,16 @@ async def test_sessions_that_never_connect_are_dropped(
 
 
 async def test_sessions_per_user_are_limited(
-    good_call: GoodCall,
-    running_bridge: BridgeProcess,
-    synapse: Synapse,
-    users: dict[str, MatrixUser],
-    room_id: RoomID,
+    good_call: GoodCall, running_bridge: BridgeProcess, bob_device: DeviceToken
 ) -> None:
     clients = []
     try:
         for index in range(5):
-            token = await device_token(running_bridge, synapse, users["bob"], room_id, index)
+            token = await bob_device(index)
             client = LiveKitClient(running_bridge.focus_url, token)
             clients.append(client)
             await client.connect()
-        token = await device_token(running_bridge, synapse, users["bob"], room_id, 5)
+        token = await bob_device(5)
         async with (
             aiohttp.ClientSession() as session,
             session.get(

@@ -152,7 +152,8 @@ async def test_bad_client_is_closed_and_others_continue(
     await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
     await wait_until(lambda: decodes(carol, alice, LUMAS["alice"]))
 
-    await mallet.send_raw(frame)
+    with contextlib.suppress(ConnectionError):  # the bridge may close mid-frame (oversized)
+        await mallet.send_raw(frame)
     await mallet.wait_closed()
     assert mallet.close_code in (1008, 1009)
     assert reason in mallet.close_reason

@@ -98,15 +98,9 @@ class LiveKitSignalling:
         """Remove a user's LiveKit connections (or one device's) from a room's call: banned,
         kicked, left the room or the call. Their dial-in calls are not ours: dial-in hangs them
         up, telling the caller why."""
-        room = await Room.get(room_id)
-        conference = self.conferences.sfu.conference(room.conference_id) if room else None
-        if conference is None:
-            return
-        for participant in conference.participants:
-            profile = self.conferences.profile(conference.id, participant.id)
+        for conference, participant, profile in await self.conferences.in_room(room_id):
             if (
-                profile is not None
-                and profile.via is Via.MATRIXRTC
+                profile.via is Via.MATRIXRTC
                 and profile.user_id == user_id
                 and device_id in (None, profile.device_id)
             ):

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-import itertools
 
-from sfu_peers import Room
+from sfu_peers import Room, room_on, started_sfu
 import pytest
 
-from sfu import SFU, MediaSettings
-
-_ids = itertools.count()
+from sfu import SFU
 
 
 @pytest.fixture(scope="session")
 async def sfu_server() -> AsyncIterator[SFU]:
-    server = SFU(
-        MediaSettings(
-            bind_addresses=("127.0.0.1",),
-            ice_consent_interval=1.0,
-            ice_consent_failures=3,
-        )
-    )
-    await server.start()
-    yield server
-    await server.close()
+    async with started_sfu() as server:
+        yield server
 
 
 @pytest.fixture
 async def room(sfu_server: SFU) -> AsyncIterator[Room]:
-    conference_id = f"conf-{next(_ids)}"
-    room = Room(lambda on_event: sfu_server.create_conference(conference_id, on_event))
-    yield room
-    await room.close()
-    await sfu_server.close_conference(conference_id)
+    async with room_on(sfu_server) as room:
+        yield room

@@ -6,8 +6,10 @@ subscriber PC (SFU offers, renegotiated on ``NegotiationNeeded``).
 from __future__ import annotations
 
 from typing import Any, TypeVar
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 import asyncio
+import itertools
 import time
 
 from aiortc import (
@@ -18,7 +20,15 @@ from aiortc import (
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from demo.media import MarkedVideo, Received, ToneAudio, config, consume
-from sfu import Conference, Event, NegotiationNeeded, Participant, TransportRole
+from sfu import (
+    SFU,
+    Conference,
+    Event,
+    MediaSettings,
+    NegotiationNeeded,
+    Participant,
+    TransportRole,
+)
 
 __all__ = ["MarkedVideo", "Received", "ToneAudio", "config"]  # re-exported for the tests
 E = TypeVar("E")
@@ -164,3 +174,37 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached before timeout")
         await asyncio.sleep(0.05)
+
+
+_conference_ids = itertools.count()
+
+
+@asynccontextmanager
+async def started_sfu(**settings: Any) -> AsyncIterator[SFU]:
+    """An SFU on loopback that notices vanished peers within seconds; ``settings`` override
+    other :class:`MediaSettings`."""
+    server = SFU(
+        MediaSettings(
+            bind_addresses=("127.0.0.1",),
+            ice_consent_interval=1.0,
+            ice_consent_failures=3,
+            **settings,
+        )
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@asynccontextmanager
+async def room_on(server: SFU) -> AsyncIterator[Room]:
+    """A new conference of ``server`` with its client peers, closed afterwards."""
+    conference_id = f"conf-{next(_conference_ids)}"
+    room = Room(lambda on_event: server.create_conference(conference_id, on_event))
+    try:
+        yield room
+    finally:
+        await room.close()
+        await server.close_conference(conference_id)

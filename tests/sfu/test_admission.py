@@ -8,16 +8,23 @@ from typing import Any
 from collections.abc import AsyncIterator
 import asyncio
 import gc
-import itertools
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from sfu_peers import ClientPeer, MarkedVideo, Room, ToneAudio, config, wait_for
+from sfu_peers import (
+    ClientPeer,
+    MarkedVideo,
+    Room,
+    ToneAudio,
+    config,
+    room_on,
+    started_sfu,
+    wait_for,
+)
 from test_robustness import keeps_receiving, open_sockets
 import pytest
 
 from sfu import (
     SFU,
-    MediaSettings,
     ParticipantState,
     ParticipantStateChanged,
     PublishPermissionChanged,
@@ -27,32 +34,20 @@ from sfu import (
 )
 from tests.support.bad_offers import repeated_mid_offer
 
-_ids = itertools.count()
-
 
 @pytest.fixture(scope="module")
 async def strict_sfu() -> AsyncIterator[SFU]:
     """An SFU with small limits, so tests reach them with a few peers."""
-    server = SFU(
-        MediaSettings(
-            bind_addresses=("127.0.0.1",),
-            max_tracks_per_participant=2,
-            connect_timeout=2.0,
-            max_connecting_transports=3,
-        )
-    )
-    await server.start()
-    yield server
-    await server.close()
+    async with started_sfu(
+        max_tracks_per_participant=2, connect_timeout=2.0, max_connecting_transports=3
+    ) as server:
+        yield server
 
 
 @pytest.fixture
 async def strict_room(strict_sfu: SFU) -> AsyncIterator[Room]:
-    conference_id = f"strict-{next(_ids)}"
-    room = Room(lambda on_event: strict_sfu.create_conference(conference_id, on_event))
-    yield room
-    await room.close()
-    await strict_sfu.close_conference(conference_id)
+    async with room_on(strict_sfu) as room:
+        yield room
 
 
 async def offer_tracks(peer: ClientPeer, ids: dict[str, str] | None, kinds: str) -> str:
