@@ -4,6 +4,7 @@ the real token flow (Matrix OpenID from the real Synapse): media, speakers, bad 
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import time
 
