@@ -103,9 +103,9 @@ class ModerationAction:
         )
 
     @classmethod
-    async def of_room(cls, room_id: RoomID) -> list[ModerationAction]:
-        q = f"SELECT {cls.columns} FROM moderation_action WHERE room_id=$1 ORDER BY created_at"
-        return [cls(**row) for row in await cls.db.fetch(q, room_id)]
+    async def of_call(cls, call_id: str) -> list[ModerationAction]:
+        q = f"SELECT {cls.columns} FROM moderation_action WHERE call_id=$1 ORDER BY created_at"
+        return [cls(**row) for row in await cls.db.fetch(q, call_id)]
 
     @classmethod
     async def delete_before(cls, timestamp: int) -> None:
