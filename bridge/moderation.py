@@ -58,13 +58,19 @@ class Moderation:
                 f"A moderator removed you from this room's call ({removal.reason}); you can "
                 f"join again in {minutes} min."
             )
-        if await RoomMode.is_on(room_id, RoomModeName.LOCKED):
-            active = await Call.get_active(room_id)
-            if not (
-                active is not None and await CallParticipant.was_in(active.call_id, user_id)
-            ) and not await self.bridge.focus.access.may_moderate(room_id, user_id):
-                return "This room's call is locked: a moderator must unlock it to let you in."
+        if await RoomMode.is_on(room_id, RoomModeName.LOCKED) and not (
+            await self._in_call(room_id, user_id)
+            or await self.bridge.focus.access.may_moderate(room_id, user_id)
+        ):
+            return "This room's call is locked: a moderator must unlock it to let you in."
         return None
+
+    async def _in_call(self, room_id: RoomID, user_id: UserID) -> bool:
+        """In the call now (perhaps not yet recorded), or earlier in this call."""
+        if (await self._participants_of(room_id, user_id))[1]:
+            return True
+        active = await Call.get_active(room_id)
+        return active is not None and await CallParticipant.was_in(active.call_id, user_id)
 
     # ------------------------------------------------------------------ actions
 
@@ -133,8 +139,6 @@ class Moderation:
         if conference is None:
             return 0
         participants = conference.participants
-        for key in [key for key in self._held if key[0] == conference.id]:
-            del self._held[key]
         for participant in participants:
             await conference.remove(participant.id, "the call was ended by a moderator")
         log.info("A moderator ended the call in %s", room_id)
@@ -189,14 +193,22 @@ class Moderation:
         return conference, found
 
     def _on_event(self, event: Event) -> None:
-        """A user held muted who reconnects stays muted."""
-        if not isinstance(event, ParticipantStateChanged) or event.state is not (
-            ParticipantState.JOINED
-        ):
+        """A user held muted who reconnects stays muted; an emptied call forgets its holds."""
+        if not isinstance(event, ParticipantStateChanged):
+            return
+        conference = self.bridge.conferences.sfu.conference(event.conference_id)
+        if event.state is ParticipantState.DISCONNECTED:
+            if conference is None or not conference.participants:
+                self._forget_holds(event.conference_id)
+            return
+        if event.state is not ParticipantState.JOINED or conference is None:
             return
         profile = self.bridge.conferences.profile(event.conference_id, event.participant_id)
         held = self._held.get((event.conference_id, profile.user_id)) if profile else None
-        conference = self.bridge.conferences.sfu.conference(event.conference_id)
-        participant = conference.participant(event.participant_id) if conference else None
+        participant = conference.participant(event.participant_id)
         if held and participant is not None:
             participant.hold_muted(held)
+
+    def _forget_holds(self, conference_id: str) -> None:
+        for key in [key for key in self._held if key[0] == conference_id]:
+            del self._held[key]
