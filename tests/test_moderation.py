@@ -19,7 +19,7 @@ from demo.matrix_client import (
 )
 from demo.synapse import MatrixUser, Synapse
 
-from .support.calls import BOT, LUMAS, ClientFactory, decodes
+from .support.calls import BOT, BOTH_PROTOCOLS, LUMAS, ClientFactory, decodes
 
 AUDIO = models.TrackType.AUDIO
 
@@ -56,6 +56,7 @@ def shown_muted(viewer: LiveKitClient, sender: LiveKitClient, muted: bool) -> bo
     return track is not None and track.muted == muted
 
 
+@BOTH_PROTOCOLS
 async def test_moderator_mutes_and_moderated_mode_keeps_it(
     connect: ClientFactory, users: dict[str, MatrixUser], synapse: Synapse, room_id: RoomID
 ) -> None:
