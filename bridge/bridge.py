@@ -27,6 +27,7 @@ from .focus import Focus
 from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
+from .moderation import Moderation
 from .permissions import PermissionLevel
 from .publishing import PublishRights
 from .room_state import RoomStates
@@ -94,6 +95,7 @@ class Bridge:
         )
         self.signalling.add_routes(self.focus.app)
         add_probe_route(self.focus.app, secrets.token_hex(8))
+        self.moderation = Moderation(self)
         self.call_memberships = CallMemberships(self.signalling)
         self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
@@ -229,4 +231,6 @@ class Bridge:
         days = self.config["bridge.history_retention_days"]
         if days:
             await tables.Call.delete_ended_before(now - days * 24 * 3600 * 1000)
+            await tables.ModerationAction.delete_before(now - days * 24 * 3600 * 1000)
+        await tables.CallRemoval.delete_expired(now)
         await tables.ProcessedEvent.delete_before(now - PROCESSED_EVENT_MAX_AGE_MS)

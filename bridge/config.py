@@ -87,6 +87,8 @@ class Config(BaseFileConfig):
             "bridge.history_retention_days",
             "bridge.call_notices",
             "bridge.call_end_grace",
+            "bridge.moderation.level",
+            "bridge.moderation.removal_minutes",
             "dialin.enabled",
             "dialin.displayname",
             "dialin.max_calls_per_room",
@@ -127,6 +129,19 @@ class Config(BaseFileConfig):
 
     def permissions(self) -> dict[str, PermissionLevel]:
         return {str(k): PermissionLevel(v) for k, v in self["bridge.permissions"].items()}
+
+    def moderation_level(self) -> int | None:
+        """``bridge.moderation.level``: None for the room's level to kick, else the number.
+
+        Raises:
+            ValueError: neither "kick" nor a whole number.
+        """
+        value = self.get("bridge.moderation.level", "kick")
+        if value == "kick":
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError('must be "kick" or a power level (a whole number)')
+        return value
 
     def media_settings(self) -> MediaSettings:
         """The SFU's networking settings.
@@ -263,6 +278,16 @@ class Config(BaseFileConfig):
             isinstance(self.get("bridge.call_notices", None), bool),
             "bridge.call_notices",
             "must be true or false",
+        )
+        try:
+            self.moderation_level()
+        except ValueError as e:
+            found.append(ConfigProblem("bridge.moderation.level", str(e)))
+        minutes = self.get("bridge.moderation.removal_minutes", None)
+        check(
+            isinstance(minutes, int) and not isinstance(minutes, bool) and 0 <= minutes <= 525600,
+            "bridge.moderation.removal_minutes",
+            "must be 0-525600 minutes",
         )
         found.extend(_permission_problems(self.get("bridge.permissions", None)))
         found.extend(self._dialin_problems())

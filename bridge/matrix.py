@@ -73,6 +73,10 @@ class MatrixHandler:
                 await self.bridge.signalling.disconnect_user(
                     evt.room_id, UserID(evt.state_key), reason
                 )
+            elif membership == Membership.KNOCK and await ProcessedEvent.claim(evt.event_id):
+                await self.bridge.moderation.knocked(
+                    evt.room_id, UserID(evt.state_key), content.reason
+                )
             return
         if membership == Membership.INVITE:
             await self._handle_bot_invite(evt)

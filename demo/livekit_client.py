@@ -79,6 +79,10 @@ class LiveKitClient:
         self.close_reason = ""
         self.refreshed_tokens: list[str] = []
         self.refusals: list[rtc.RequestResponse] = []
+        self.mutes: list[rtc.MuteTrackRequest] = []
+        """What the server asked us to mute (a moderator's mute)."""
+        self.own_tracks: dict[models.TrackType, str] = {}
+        """Sids of the tracks we published, by type."""
         self.unpublished: list[str] = []
         """Sids of own tracks the SFU unpublished."""
         self.permission: models.ParticipantPermission | None = None
@@ -251,6 +255,11 @@ class LiveKitClient:
                 return self.received[sid]
         return Received()
 
+    async def set_muted(self, kind: models.TrackType, muted: bool) -> None:
+        """Ask to (un)mute our track of ``kind``, as livekit-client does on a mute button."""
+        request = rtc.MuteTrackRequest(sid=self.own_tracks[kind], muted=muted)
+        await self.send(rtc.SignalRequest(mute=request))
+
     async def wait_closed(self, timeout: float = 20.0) -> None:
         await asyncio.wait_for(self._closed.wait(), timeout)
 
@@ -299,7 +308,9 @@ class LiveKitClient:
         if kind == "track_published":
             future = self._published.pop(response.track_published.cid, None)
             if future is not None and not future.done():
-                future.set_result(response.track_published.track)
+                track = response.track_published.track
+                self.own_tracks[track.type] = track.sid
+                future.set_result(track)
         elif kind == "answer":
             future_answer = self._answers.pop(response.answer.id, None)
             if future_answer is not None:
@@ -327,6 +338,8 @@ class LiveKitClient:
             self.refreshed_tokens.append(response.refresh_token)
         elif kind == "request_response":
             self.refusals.append(response.request_response)
+        elif kind == "mute":
+            self.mutes.append(response.mute)
         elif kind == "track_unpublished":
             self.unpublished.append(response.track_unpublished.track_sid)
 

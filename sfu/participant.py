@@ -35,6 +35,8 @@ class Participant:
         self.state = ParticipantState.JOINED
         self.can_publish = True
         """Set by the adapter from its authorisation (:meth:`set_can_publish`)."""
+        self.held_muted: frozenset[TrackKind] = frozenset()
+        """Kinds of its tracks kept muted whatever it asks (:meth:`hold_muted`)."""
         self._conference = conference
         self._transports: dict[str, Transport] = {}
         self._published: dict[str, PublishedTrack] = {}
@@ -150,11 +152,21 @@ class Participant:
 
     def set_muted(self, track_id: str, muted: bool) -> None:
         """Mute or unmute one of its tracks; unknown (e.g. just unpublished) tracks are
-        ignored."""
+        ignored, and so is unmuting a track of a held kind."""
         track = self._published.get(track_id)
+        if track is not None and not muted and track.info.kind in self.held_muted:
+            return
         if track is not None and track.muted != muted:
             track.set_muted(muted)
             self._conference._track_muted(track)
+
+    def hold_muted(self, kinds: frozenset[TrackKind]) -> None:
+        """Mute its tracks of ``kinds`` now and keep them muted, those it publishes later
+        too, until released with an empty set (a moderator's mute in a moderated call)."""
+        self.held_muted = kinds
+        for track in list(self._published.values()):
+            if track.info.kind in kinds:
+                self.set_muted(track.info.track_id, True)
 
     def _publish_budget(self) -> int:
         if not self.can_publish:
@@ -182,6 +194,7 @@ class Participant:
             kind=TrackKind(transceiver.kind),
             codec=codec.mimeType,
             mid=transceiver.mid,
+            muted=TrackKind(transceiver.kind) in self.held_muted,
         )
         conference = self._conference
         track = PublishedTrack(

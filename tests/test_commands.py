@@ -32,6 +32,8 @@ def test_parse_reports_broken_quoting() -> None:
 
 def test_commands_are_registered() -> None:
     assert {"help", "status", "version"} <= set(command_handlers)
+    moderators = {"mute", "unmute", "remove", "end", "lock", "unlock", "moderated", "admit"}
+    assert {name for name, handler in command_handlers.items() if handler.moderator} == moderators
 
 
 def test_permission_levels() -> None:

@@ -86,6 +86,22 @@ def test_validation_names_every_bad_key(tmp_path: Path) -> None:
     }
 
 
+def test_moderation_level_is_the_rooms_kick_level_or_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(resources.example_config())
+    config = Config(str(path))
+    config.load()
+    assert config.moderation_level() is None
+    edit_config(path, {"bridge.moderation.level": 75})
+    config.load()
+    assert config.moderation_level() == 75
+    edit_config(path, {"bridge.moderation.level": "mods", "bridge.moderation.removal_minutes": -1})
+    config.load()
+    problems = {problem.key: problem.message for problem in config.problems()}
+    assert "kick" in problems["bridge.moderation.level"]
+    assert "bridge.moderation.removal_minutes" in problems
+
+
 def test_first_run_writes_config_and_exits_non_zero(tmp_path: Path) -> None:
     result = run_cli("-c", "config.yaml", cwd=tmp_path)
     assert result.returncode != 0

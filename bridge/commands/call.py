@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ..conferences import Via
-from ..db import Call, Room
+from ..db import Call, ModerationAction, Room, RoomMode, RoomModeName
 from .handler import CommandEvent, command_handler
 
 _VIA = {Via.MATRIXRTC: "Element Call", Via.LEGACY_VOIP: "dial-in"}
@@ -32,6 +32,10 @@ async def status(evt: CommandEvent) -> None:
         if present:
             lines.append("\n\nIn the call now:\n")
             lines.extend(f"\n* {p.user_id} ({_VIA[p.via]})" for p in present)
+        actions = await ModerationAction.of_call(active.call_id)
+        if actions:
+            lines.append("\n\nModerators in this call:\n")
+            lines.extend(f"\n* {a.actor}: {a.action} {a.target or ''}".rstrip() for a in actions)
     else:
         lines.append("No call is running.")
         last = await Call.get_last_ended(evt.room_id)
@@ -40,4 +44,7 @@ async def status(evt: CommandEvent) -> None:
                 f"The last call ended {_when(last.ended_at)} "
                 f"({last.max_participants} participants)."
             )
+    modes = [mode.value for mode in RoomModeName if await RoomMode.is_on(evt.room_id, mode)]
+    if modes:
+        lines.append(f"\n\nThe call is {' and '.join(modes)}.")
     await evt.reply(" ".join(lines))

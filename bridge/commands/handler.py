@@ -48,6 +48,10 @@ class CommandEvent:
     def prefix(self) -> str:
         return str(self.bridge.config["bridge.command_prefix"])
 
+    async def may_moderate(self) -> bool:
+        """Whether the sender may moderate this room's call (see ``RoomAccess``)."""
+        return await self.bridge.focus.access.may_moderate(self.room_id, self.sender)
+
     async def reply(self, text: str) -> EventID:
         """Answer with an ``m.notice`` rendered from Markdown, as a reply to the command."""
         content = TextMessageEventContent(
@@ -70,6 +74,13 @@ class CommandHandler:
     help_text: str
     help_args: str
     needs_level: PermissionLevel
+    moderator: bool = False
+    """Only for the room's moderators (see :meth:`CommandEvent.may_moderate`)."""
+
+    async def allowed_for(self, evt: CommandEvent) -> bool:
+        if not evt.sender_level.allows(self.needs_level):
+            return False
+        return not self.moderator or await evt.may_moderate()
 
 
 command_handlers: dict[str, CommandHandler] = {}
@@ -80,6 +91,7 @@ def command_handler(
     help_text: str,
     help_args: str = "",
     needs_level: PermissionLevel = PermissionLevel.USER,
+    moderator: bool = False,
     name: str | None = None,
 ) -> Callable[[CommandFunc], CommandFunc]:
     """Register ``func`` as the command named after it (or ``name``)."""
@@ -87,7 +99,7 @@ def command_handler(
     def register(func: CommandFunc) -> CommandFunc:
         command = name or func.__name__.replace("_", "-")
         command_handlers[command] = CommandHandler(
-            command, func, help_text, help_args, needs_level
+            command, func, help_text, help_args, needs_level, moderator
         )
         return func
 

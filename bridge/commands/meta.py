@@ -10,11 +10,7 @@ from .handler import CommandError, CommandEvent, command_handler, command_handle
 
 @command_handler(help_text="Show the commands you can use", help_args="[command]")
 async def help(evt: CommandEvent) -> None:
-    allowed = [
-        handler
-        for handler in command_handlers.values()
-        if evt.sender_level.allows(handler.needs_level)
-    ]
+    allowed = [handler for handler in command_handlers.values() if await handler.allowed_for(evt)]
     if evt.args:
         wanted = evt.args[0].lower()
         allowed = [handler for handler in allowed if handler.name == wanted]

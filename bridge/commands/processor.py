@@ -83,6 +83,12 @@ class CommandProcessor:
                 "in this bridge's permissions."
             )
             return
+        if handler.moderator and not await evt.may_moderate():
+            await evt.reply(
+                f"`{self.prefix} {handler.name}` is for this room's moderators: members with the "
+                "power level to kick (or the level the bridge's admin set)."
+            )
+            return
         try:
             await handler.func(evt)
         except CommandError as e:

@@ -6,6 +6,7 @@ from mautrix.util.async_db import Database
 
 from .call import Call, CallParticipant
 from .dialin import DialInChat, DialInGhost
+from .moderation import CallRemoval, ModerationAction, RoomMode, RoomModeName
 from .processed_event import ProcessedEvent
 from .room import Room
 from .secret import Secret
@@ -14,10 +15,14 @@ from .upgrade import build_upgrade_table
 __all__ = [
     "Call",
     "CallParticipant",
+    "CallRemoval",
     "DialInChat",
     "DialInGhost",
+    "ModerationAction",
     "ProcessedEvent",
     "Room",
+    "RoomMode",
+    "RoomModeName",
     "Secret",
     "build_upgrade_table",
     "init",
@@ -25,5 +30,16 @@ __all__ = [
 
 
 def init(db: Database) -> None:
-    for table in (Call, CallParticipant, DialInChat, DialInGhost, ProcessedEvent, Room, Secret):
+    for table in (
+        Call,
+        CallParticipant,
+        CallRemoval,
+        DialInChat,
+        DialInGhost,
+        ModerationAction,
+        ProcessedEvent,
+        Room,
+        RoomMode,
+        Secret,
+    ):
         table.db = db

@@ -115,6 +115,12 @@ class CallParticipant:
         )
 
     @classmethod
+    async def was_in(cls, call_id: str, user_id: str) -> bool:
+        """Whether ``user_id`` took part in the call at any time (with any device)."""
+        q = "SELECT 1 FROM call_participant WHERE call_id=$1 AND user_id=$2 LIMIT 1"
+        return await cls.db.fetchval(q, call_id, user_id) is not None
+
+    @classmethod
     async def all_of(cls, call_id: str) -> list[CallParticipant]:
         q = f"SELECT {cls.columns} FROM call_participant WHERE call_id=$1 ORDER BY joined_at"
         return [cls(**row) for row in await cls.db.fetch(q, call_id)]

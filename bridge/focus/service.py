@@ -66,7 +66,11 @@ class Focus:
         self.connections = ConnectionGuard(self.limits, self.addresses)
         self.app = create_app(middlewares=[self.connections.middleware])
         self.access = RoomAccess(
-            rooms, bot_mxid, RoomsWithoutBot(config["focus.rooms_without_bot"]), permissions
+            rooms,
+            bot_mxid,
+            RoomsWithoutBot(config["focus.rooms_without_bot"]),
+            permissions,
+            config.moderation_level(),
         )
         self._tokens: FocusTokens | None = None
         self._sessions: list[aiohttp.ClientSession] = []

@@ -154,6 +154,13 @@ class LiveKitRoom:
             if sid != exclude:
                 session.post(response)
 
+    def request_mute(self, participant_id: str, track_id: str) -> None:
+        """Tell a client the server muted one of its tracks, as a LiveKit server does for a
+        moderator: livekit-client then mutes the track itself and shows it muted."""
+        session = self.sessions.get(participant_id)
+        if session is not None:
+            session.post(rtc.SignalResponse(mute=rtc.MuteTrackRequest(sid=track_id, muted=True)))
+
     def close(self) -> None:
         self._stop_listening()
 

@@ -351,6 +351,11 @@ class SignalSession(ABC):
     def _on_mute(self, request: rtc.MuteTrackRequest) -> None:
         if request.sid in self._announced:
             self.participant.set_muted(request.sid, request.muted)
+            if not request.muted and any(
+                track.track_id == request.sid and track.muted
+                for track in self.participant.published
+            ):  # held muted by a moderator: the client must show it still is
+                self.room.request_mute(self.me.sid, request.sid)
             return
         for track in self._pending.values():
             if track.sid == request.sid:

@@ -28,6 +28,7 @@ from sfu import (
     ParticipantState,
     ParticipantStateChanged,
     PublishPermissionChanged,
+    TrackKind,
     TrackPublished,
     TrackUnpublished,
     TransportRole,
@@ -125,6 +126,30 @@ async def test_publishing_needs_the_right_and_losing_it_unpublishes(room: Room) 
     await asyncio.sleep(1)
     assert carol.video_from("alice").video_frames <= frames + 5  # what was in flight
     await keeps_receiving(alice, "bob")
+
+
+def muted_of(room: Room, name: str) -> set[str]:
+    return {t.track_id for t in room.conference.tracks if t.participant_id == name and t.muted}
+
+
+async def test_held_mute_outlasts_unmute_requests_until_released(room: Room) -> None:
+    """A moderator's mute in a moderated call: tracks of the held kind, those published later
+    too, stay muted whatever the participant asks, until released."""
+    alice, bob = room.add("alice"), room.add("bob")
+    alice.participant.hold_muted(frozenset({TrackKind.AUDIO}))
+    await alice.publish(luma=60, amplitude=0.1)
+    assert muted_of(room, "alice") == {"alice-audio"}
+    alice.participant.set_muted("alice-audio", False)
+    alice.participant.set_muted("alice-video", True)  # other kinds are the participant's own
+    assert muted_of(room, "alice") == {"alice-audio", "alice-video"}
+    alice.participant.set_muted("alice-video", False)
+    await keeps_receiving(bob, "alice", frames=30)
+    assert bob.audio_from("alice").audio_frames == 0
+
+    alice.participant.hold_muted(frozenset())
+    alice.participant.set_muted("alice-audio", False)
+    assert muted_of(room, "alice") == set()
+    await wait_for(lambda: bob.audio_from("alice").audio_frames > 25)
 
 
 async def test_borrowed_ssrc_takes_over_nothing(room: Room) -> None:
