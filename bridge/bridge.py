@@ -82,7 +82,10 @@ class Bridge:
         self.conferences = Conferences(self.sfu)
         self.calls = CallTracker(self)
         self.room_states = RoomStates(self.az)
-        self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
+        self.focus = Focus(
+            config, self.room_states, self.az.bot_mxid, self.permissions, self.conferences
+        )
+        self.focus.add_proxied_routes(self.az.app)
         self.publish_rights = PublishRights(self.focus.access, self.conferences)
         self.signalling = LiveKitSignalling(
             self.focus,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mautrix.util.async_db import Database
 
 from .call import Call, CallParticipant
+from .delegated_leave import DelegatedLeave
 from .dialin import DialInChat, DialInGhost
 from .processed_event import ProcessedEvent
 from .room import Room
@@ -14,6 +15,7 @@ from .upgrade import build_upgrade_table
 __all__ = [
     "Call",
     "CallParticipant",
+    "DelegatedLeave",
     "DialInChat",
     "DialInGhost",
     "ProcessedEvent",
@@ -25,5 +27,14 @@ __all__ = [
 
 
 def init(db: Database) -> None:
-    for table in (Call, CallParticipant, DialInChat, DialInGhost, ProcessedEvent, Room, Secret):
+    for table in (
+        Call,
+        CallParticipant,
+        DelegatedLeave,
+        DialInChat,
+        DialInGhost,
+        ProcessedEvent,
+        Room,
+        Secret,
+    ):
         table.db = db
