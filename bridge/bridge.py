@@ -135,6 +135,8 @@ class Bridge:
             )
         self._running.push_async_callback(self.focus.stop)
         self._running.push_async_callback(self.signalling.stop)
+        # Before the signalling closes every connection: a shutdown is nobody's departure.
+        self._running.push_async_callback(self.focus.delegation.stop)
         self._running.callback(self.call_memberships.stop)
         await self._start_focus()
         # Stopped first: hanging up dial-in calls needs the homeserver and the database.

@@ -60,6 +60,7 @@ class DelegatedLeaves:
         self._jobs: dict[tuple[str, str], LeaveJob] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._stopped = False
         conferences.listen_all(self._on_event)
 
     async def start(self, delayed_events: DelayedEvents) -> None:
@@ -77,6 +78,9 @@ class DelegatedLeaves:
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop before the connections are closed at shutdown: those are no departures,
+        and the jobs stay in the database as they are for the next run."""
+        self._stopped = True
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
@@ -125,7 +129,7 @@ class DelegatedLeaves:
         return False
 
     def _on_event(self, event: Event) -> None:
-        if not isinstance(event, ParticipantStateChanged):
+        if self._stopped or not isinstance(event, ParticipantStateChanged):
             return
         profile = self.conferences.profile(event.conference_id, event.participant_id)
         if profile is None or not profile.identity:
