@@ -8,6 +8,7 @@ delay ID is never logged.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 import json
 import logging
 
@@ -47,7 +48,11 @@ class DelayedEvents:
 
     async def act(self, delay_id: str, action: str) -> Answer:
         """POST ``…/delayed_events/{delay_id}/{action}``; any failure is an answer too."""
-        url = self.homeserver.joinpath(PATH, delay_id, action)
+        # Quoted whole: a delay ID comes from the client and must stay one path segment.
+        url = URL(
+            f"{str(self.homeserver).rstrip('/')}/{PATH}/{quote(delay_id, safe='')}/{action}",
+            encoded=True,
+        )
         try:
             async with self.session.post(
                 url, json={}, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 from dataclasses import dataclass
 import json
+import re
 
 from mautrix.types import RoomID
 
@@ -27,6 +28,8 @@ _PROXIED_GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "url", "server_name
 _FEDERATION_GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "url", "user_id", "member"})
 _DELEGATE_FIELDS = frozenset({"room_id", "slot_id", "url", "member", "delay_id", "delay_timeout"})
 MAX_DELAY_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+_DELAY_ID = re.compile(r"[A-Za-z0-9._~-]+")
+"""Homeservers issue opaque URL-safe IDs (Synapse: ``syd_`` and letters)."""
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,13 @@ def parse_delegate_delayed_leave(body: bytes) -> MemberRequest:
         type(timeout) is not int or not 0 < timeout <= MAX_DELAY_TIMEOUT_MS
     ):
         raise BadJSON("`delay_timeout` must be a positive number of milliseconds (up to a week).")
+    delay_id = _string(fields, "delay_id", "the request body")
+    if not _DELAY_ID.fullmatch(delay_id) or set(delay_id) == {"."}:
+        raise BadJSON("`delay_id` is not a delay ID.")
     return MemberRequest(
         **_member_fields(fields),
         url=_optional_string(fields, "url"),
-        delay_id=_string(fields, "delay_id", "the request body"),
+        delay_id=delay_id,
         delay_timeout_ms=timeout,
     )
 
