@@ -22,6 +22,10 @@ delegation, safe for any delay over six minutes (MSC4195 asks clients for an hou
 UNKNOWN_DELAY_S = 3600.0
 """How long an event of unknown delay is assumed to wait, to bound waiting and sending."""
 MIN_RESTART_S = 1.0
+DEPARTURE_GRACE_S = 2.0
+"""A participant gone from the SFU is given this long to reappear before the leave is sent: a
+client reconnecting replaces its old connection (leaving, then joining again) and is not
+leaving the call."""
 WAIT_FOR_CONNECT_MAX_S = 3600.0
 RETRY_BASE_S = 1.0
 RETRY_MAX_S = 60.0
@@ -35,7 +39,8 @@ class Phase(StrEnum):
     CONNECTED = "connected"
     """On the SFU: the event is restarted periodically."""
     RECONNECTING = "reconnecting"
-    """The bridge restarted (and its connections with it): the participant may come back."""
+    """Just gone, or the bridge restarted (and its connections with it): the participant may
+    come back."""
     SENDING = "sending"
     """Gone from the SFU: the leave is sent until it lands."""
 
@@ -139,19 +144,17 @@ class LeaveJob:
             self.attempts = 0
 
     def disconnected(self, now: float) -> None:
-        """The participant left the SFU (hung up or vanished): send the leave now, retrying
-        while the event is still pending at the homeserver (at least a second, at most an
-        hour)."""
+        """The participant left the SFU (hung up or vanished): unless it is back within
+        :data:`DEPARTURE_GRACE_S`, send the leave, retrying while the event is still pending
+        at the homeserver (at least a second, at most an hour)."""
         if self.phase is Phase.CONNECTED:
-            self._start_sending(now)
+            self._await_return(now, DEPARTURE_GRACE_S)
 
     def bridge_restarted(self, now: float, grace_s: float) -> None:
         """Loaded after a restart, which cut every connection: a participant who was there
         has ``grace_s`` to come back before the leave is sent."""
         if self.phase is Phase.CONNECTED:
-            self.phase = Phase.RECONNECTING
-            self.due = now + grace_s
-            self.attempts = 0
+            self._await_return(now, grace_s)
 
     def step(self, now: float) -> Action | None:
         """What to do now, or None until :attr:`due`."""
@@ -185,6 +188,11 @@ class LeaveJob:
         self.attempts += 1
         self.due = now + retry_delay(self.attempts, answer.retry_after_s)
         return self.due <= self.give_up
+
+    def _await_return(self, now: float, grace_s: float) -> None:
+        self.phase = Phase.RECONNECTING
+        self.due = now + grace_s
+        self.attempts = 0
 
     def _start_sending(self, now: float) -> None:
         self.phase = Phase.SENDING

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from bridge.focus.leave_schedule import (
+    DEPARTURE_GRACE_S,
     RETRY_MAX_S,
     UNKNOWN_DELAY_RESTART_S,
     Action,
@@ -73,21 +74,35 @@ def test_nothing_is_restarted_before_the_participant_is_seen() -> None:
     assert leave.step(T0 + 10) is Action.RESTART
 
 
-def test_a_participant_who_goes_gets_the_leave_sent_at_once() -> None:
+def test_a_participant_who_goes_gets_the_leave_sent_unless_back_at_once() -> None:
     leave = job(delay_s=600.0)
     assert leave.step(T0) is Action.RESTART
     assert leave.restarted(T0, OK)
     leave.disconnected(T0 + 42)
+    assert leave.step(T0 + 42) is None
+    assert leave.step(T0 + 42 + DEPARTURE_GRACE_S) is Action.SEND
     assert leave.phase is Phase.SENDING
-    assert leave.step(T0 + 42) is Action.SEND
-    assert not leave.sent(T0 + 42, OK)
+    assert not leave.sent(T0 + 42 + DEPARTURE_GRACE_S, OK)
+
+    # A client replacing its connection leaves and joins again in a moment.
+    leave = job(delay_s=600.0)
+    assert leave.restarted(T0, OK)
+    leave.disconnected(T0 + 42)
+    leave.connected(T0 + 42.5)
+    assert leave.step(T0 + 42.5) is Action.RESTART
+    assert leave.phase is Phase.CONNECTED
+
+
+def gone(leave: LeaveJob, now: float = T0) -> float:
+    """The participant leaves at ``now``; when the leave is due to be sent."""
+    leave.disconnected(now)
+    assert leave.step(now + DEPARTURE_GRACE_S) is Action.SEND
+    return now + DEPARTURE_GRACE_S
 
 
 def test_404_on_send_counts_as_sent() -> None:
     leave = job()
-    leave.disconnected(T0)
-    assert leave.step(T0) is Action.SEND
-    assert not leave.sent(T0, GONE)
+    assert not leave.sent(gone(leave), GONE)
 
 
 def test_404_on_restart_ends_the_job() -> None:
@@ -98,12 +113,11 @@ def test_404_on_restart_ends_the_job() -> None:
 
 def test_429_waits_as_long_as_the_homeserver_asks() -> None:
     leave = job()
-    leave.disconnected(T0)
-    assert leave.step(T0) is Action.SEND
-    assert leave.sent(T0, Answer(Outcome.RETRY, retry_after_s=7.0))
-    assert leave.step(T0 + 6.9) is None
-    assert leave.step(T0 + 7) is Action.SEND
-    assert not leave.sent(T0 + 7, OK)
+    now = gone(leave)
+    assert leave.sent(now, Answer(Outcome.RETRY, retry_after_s=7.0))
+    assert leave.step(now + 6.9) is None
+    assert leave.step(now + 7) is Action.SEND
+    assert not leave.sent(now + 7, OK)
 
     leave = job()
     assert leave.step(T0) is Action.RESTART
@@ -123,7 +137,7 @@ def test_sending_stops_once_the_homeserver_would_have_sent_it_anyway() -> None:
     assert leave.step(T0) is Action.RESTART
     assert leave.restarted(T0, OK)
     leave.disconnected(T0 + 5)  # the event is due at the homeserver at T0 + 20
-    now = T0 + 5
+    now = T0 + 5 + DEPARTURE_GRACE_S
     tries = 0
     while (action := leave.step(now)) is not Action.DROP and tries < 100:
         if action is Action.SEND:
