@@ -192,6 +192,17 @@ async def test_federation_tokens_are_for_the_origins_users_and_subscribe_only(
 # ---------------------------------------------------------------- delegated delayed leave
 
 
+async def test_element_calls_probe_finds_delegation_at_the_homeserver(
+    running_bridge: BridgeProcess, synapse: Synapse
+) -> None:
+    """Element Call probes without credentials and takes anything but 404 as support; the
+    focus listener's own path stays 404 (no delegation there)."""
+    status, _ = await post(f"{synapse.base_url}{ROUTES}/delegate_delayed_leave", {})
+    assert status == 401
+    status, _ = await post(f"{running_bridge.focus_url}/delegate_delayed_leave", {})
+    assert status == 404
+
+
 class Membership:
     """A user's call membership with its delayed leave, as Element Call keeps it."""
 
