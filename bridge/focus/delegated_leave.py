@@ -17,7 +17,7 @@ from sfu import Event, ParticipantState, ParticipantStateChanged
 from ..conferences import Conferences
 from ..db import DelegatedLeave
 from .delayed_events import DelayedEvents
-from .leave_schedule import Action, LeaveJob, Phase
+from .leave_schedule import RETRY_MAX_S, Action, LeaveJob, Phase
 
 log = logging.getLogger("mau.focus.delegation")
 
@@ -157,6 +157,7 @@ class DelegatedLeaves:
                     await self._step(job, now)
                 except Exception:
                     log.exception("A delegated leave event of %s failed", job.user_id)
+                    job.due = time.time() + RETRY_MAX_S  # not again at once (the database?)
                 now = time.time()
             wait = min((job.due for job in self._jobs.values()), default=now + 3600) - now
             self._wake.clear()
