@@ -4,7 +4,8 @@ appservice's ``hs_token`` and the caller's identity in a header, so neither Open
 focus's public listener is involved.
 
 * ``POST /_matrix/client/{version}/rtc/livekit/get_token``: a token for the local user named
-  by ``X-Matrix-User-Identifier``;
+  by ``X-Matrix-User-Identifier`` (from another homeserver's SFU when the client names that
+  server: :mod:`.federation_relay`);
 * ``POST /_matrix/client/{version}/rtc/livekit/delegate_delayed_leave``: the bridge takes over
   that user's delayed leave event (:mod:`.delegated_leave`);
 * ``POST /_matrix/federation/{version}/rtc/livekit/get_token``: a token for a user of the
@@ -26,7 +27,16 @@ from mautrix.types import RoomID, UserID
 from yarl import URL
 
 from ..db import Room
-from .errors import FocusError, Forbidden, InvalidParam, MissingToken, NotReady, UnknownToken
+from .errors import (
+    BadJSON,
+    FocusError,
+    Forbidden,
+    InvalidParam,
+    MissingToken,
+    NotReady,
+    UnknownToken,
+)
+from .federation_relay import FederationRelay
 from .http import MAX_BODY, error_response, matrix_error
 from .livekit_ids import identity_for, legacy_identity_for
 from .requests import (
@@ -128,17 +138,34 @@ class ProxiedRoutes:
     async def get_token(self, request: web.Request, raw: bytes) -> dict[str, str]:
         body = parse_proxied_get_token(raw)
         user_id = self._local_caller(request, body)
-        if body.server_name is not None and body.server_name != self.server_name:
-            raise InvalidParam(
-                "This focus does not relay token requests to other homeservers' SFUs."
-            )
-        self._check_url(body)
-        service = self.focus.service
-        if service is None:
+        service, relay = self.focus.service, self.focus.relay
+        if service is None or relay is None:
             raise NotReady("The focus is starting; try again.")
+        if body.server_name is not None and body.server_name != self.server_name:
+            return await self._relay(relay, user_id, body, body.server_name)
+        self._check_url(body)
         return await service.grant(
             user_id, body.room_id, body.slot_id, body.device_id, body.member_id
         )
+
+    async def _relay(
+        self, relay: FederationRelay, user_id: UserID, body: MemberRequest, server_name: str
+    ) -> dict[str, str]:
+        """The call's focus is another homeserver's: ask it for the user, over federation."""
+        if body.url is None:
+            raise BadJSON("`url` (the SFU) is needed to ask another homeserver for a token.")
+        log.info("Asking %s for a token for %s in %s", server_name, user_id, body.room_id)
+        jwt = await relay.get_token(
+            server_name,
+            {
+                "url": body.url,
+                "user_id": user_id,
+                "room_id": body.room_id,
+                "slot_id": body.slot_id,
+                "member": {"id": body.member_id, "claimed_device_id": body.device_id},
+            },
+        )
+        return {"url": body.url, "jwt": jwt}
 
     async def federation_get_token(self, request: web.Request, raw: bytes) -> dict[str, str]:
         body = parse_federation_get_token(raw)

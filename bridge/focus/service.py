@@ -20,6 +20,7 @@ from .client_address import ClientAddresses
 from .connections import ConnectionGuard
 from .delayed_events import DelayedEvents
 from .delegated_leave import DelegatedLeaves
+from .federation_relay import FederationRelay
 from .http import add_token_routes, create_app
 from .openid import OpenIDVerifier
 from .proxied import ProxiedRoutes
@@ -78,7 +79,8 @@ class Focus:
             config["focus.public_url"], config["focus.hostname"], config["focus.port"]
         )
         self.service: TokenService | None = None
-        """Set once started."""
+        """Set once started, as is :attr:`relay`."""
+        self.relay: FederationRelay | None = None
         self._tokens: FocusTokens | None = None
         self._sessions: list[aiohttp.ClientSession] = []
         self._runner: web.AppRunner | None = None
@@ -133,6 +135,7 @@ class Focus:
         await self._runner.setup()
         assert self._runner.server is not None
         self._listener = await self.connections.listen(self._runner.server, hostname, port)
+        self.relay = FederationRelay(trusted, homeserver, self.config["appservice.as_token"])
         self.service = service
         log.info("Focus listening on %s:%d", hostname, port)
 

@@ -103,6 +103,38 @@ async def test_get_token_through_the_homeserver(
     assert (status, answer["errcode"]) == (400, "M_INVALID_PARAM")
 
 
+async def test_a_token_for_another_homeservers_sfu_is_asked_for_over_federation(
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+) -> None:
+    """Through Synapse's fed_proxy, signed as this server. The test Synapse federates with
+    nobody, so its refusal must come back to the client as it is."""
+    alice = users["alice"]
+    body = {
+        "room_id": room_id,
+        "slot_id": "m.call#ROOM",
+        "member": member(alice, "m-a"),
+        "server_name": "remote.example",
+        "url": "wss://sfu.remote.example",
+    }
+    status, answer = await through_synapse(synapse, alice, "get_token", body)
+    assert (status, answer["errcode"]) == (
+        403,
+        "IO.ELEMENT.MSC4512.M_FEDPROXY_DESTINATION_DENIED",
+    )
+    assert "Asking remote.example for a token for @alice" in running_bridge.log_text()
+
+    del body["url"]
+    status, answer = await through_synapse(synapse, alice, "get_token", body)
+    assert (status, answer["errcode"]) == (400, "M_BAD_JSON")
+    # Our own server name is no relay.
+    body["server_name"] = SERVER_NAME
+    status, answer = await through_synapse(synapse, alice, "get_token", body)
+    assert status == 200, answer
+
+
 async def test_the_homeserver_route_applies_the_room_checks(
     running_bridge: BridgeProcess,
     synapse: Synapse,
