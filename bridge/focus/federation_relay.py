@@ -65,8 +65,10 @@ class FederationRelay:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             log.warning("Relaying a token request to %s failed: %s", server_name, e)
             raise Relayed(502, "M_UNKNOWN", f"Could not reach {server_name}.") from e
-        if status != 200 or not isinstance(answer, dict):
+        if status != 200:
             raise _error(status, answer, f"The homeserver refused to relay to {server_name}.")
+        if not isinstance(answer, dict):
+            raise Relayed(502, "M_UNKNOWN", f"The homeserver's relay to {server_name} failed.")
         remote_status, content = answer.get("status"), answer.get("content")
         if remote_status == 200 and isinstance(content, dict):
             jwt = content.get("jwt")
