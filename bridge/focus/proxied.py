@@ -103,6 +103,8 @@ class ProxiedRoutes:
             try:
                 self._check_hs_token(request)
                 body = await request.read()
+                if len(body) > MAX_BODY:  # the appservice listener allows transactions more
+                    raise web.HTTPRequestEntityTooLarge(MAX_BODY, len(body))
                 return web.json_response(await handler(request, body))
             except web.HTTPRequestEntityTooLarge:
                 return matrix_error(413, "M_TOO_LARGE", f"The body is over {MAX_BODY} bytes.")

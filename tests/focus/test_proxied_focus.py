@@ -185,6 +185,9 @@ async def test_forwarded_identities_are_trusted_only_with_the_hs_token(
     assert (status, answer["errcode"]) == (403, "M_FORBIDDEN")  # no caller named
     status, answer = await post(url, body, {**claim, **authorised})
     assert status == 200, answer
+    padded = {**body, "member": {**body["member"], "id": "x" * 100_000}}
+    status, answer = await post(url, padded, {**claim, **authorised})
+    assert (status, answer["errcode"]) == (413, "M_TOO_LARGE")
 
 
 async def test_federation_tokens_are_for_the_origins_users_and_subscribe_only(
