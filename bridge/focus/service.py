@@ -93,7 +93,10 @@ class Focus:
         return self._tokens
 
     def add_proxied_routes(self, app: web.Application) -> None:
-        """Serve the routes the homeserver forwards (MSC4512) on ``app``, the appservice's."""
+        """Serve the routes the homeserver forwards (MSC4512) on ``app``, the appservice's,
+        if ``focus.homeserver_proxy`` claims them."""
+        if not self.config["focus.homeserver_proxy"]:
+            return
         ProxiedRoutes(
             self, self.config["appservice.hs_token"], self.config["homeserver.domain"]
         ).add_to(app)
