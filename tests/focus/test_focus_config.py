@@ -11,6 +11,7 @@ from bridge import resources
 from bridge.config import Config
 from bridge.focus.limits import FocusLimits
 from bridge.focus.service import openid_servers, signalling_url
+from bridge.registration import IS_JOINED_SCOPE, build_registration
 from demo.bridge_process import edit_config
 
 
@@ -157,3 +158,14 @@ def test_homeserver_route_and_delegation_keys_are_validated_and_kept(tmp_path: P
     config.update(save=True)
     kept = YAML().load(path.read_text())["focus"]
     assert (kept["homeserver_proxy"], kept["delegated_leave_grace"]) == (False, 5)
+
+
+def test_the_registration_claims_the_rtc_routes_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    claimed = build_registration(load(path, {"appservice.address": "http://10.0.0.2:29333/"}))
+    assert claimed["io.element.msc4512.proxy_prefix"] == "rtc/livekit"
+    assert claimed["io.element.msc4512.proxy_url"] == "http://10.0.0.2:29333"
+    assert claimed["io.element.msc4502.scopes"] == [IS_JOINED_SCOPE]
+    assert not {"proxy_prefix", "proxy_url", "scopes"} & set(claimed)  # Synapse ignores these
+    plain = build_registration(load(path, {"focus.homeserver_proxy": False}))
+    assert not [key for key in plain if "msc4512" in key or "msc4502" in key]
