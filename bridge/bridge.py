@@ -83,7 +83,10 @@ class Bridge:
         self.conferences = Conferences(self.sfu)
         self.calls = CallTracker(self)
         self.room_states = RoomStates(self.az)
-        self.focus = Focus(config, self.room_states, self.az.bot_mxid, self.permissions)
+        self.focus = Focus(
+            config, self.room_states, self.az.bot_mxid, self.permissions, self.conferences
+        )
+        self.focus.add_proxied_routes(self.az.app)
         self.publish_rights = PublishRights(self.focus.access, self.conferences)
         self.signalling = LiveKitSignalling(
             self.focus,
@@ -134,6 +137,8 @@ class Bridge:
             )
         self._running.push_async_callback(self.focus.stop)
         self._running.push_async_callback(self.signalling.stop)
+        # Before the signalling closes every connection: a shutdown is nobody's departure.
+        self._running.push_async_callback(self.focus.delegation.stop)
         self._running.callback(self.call_memberships.stop)
         await self._start_focus()
         # Stopped first: hanging up dial-in calls needs the homeserver and the database.

@@ -101,6 +101,8 @@ class Config(BaseFileConfig):
             "focus.token_lifetime",
             "focus.rooms_without_bot",
             "focus.trusted_proxies",
+            "focus.homeserver_proxy",
+            "focus.delegated_leave_grace",
             *(f"focus.limits.{field.name}" for field in fields(FocusLimits)),
             "media.bind_addresses",
             "media.ice_servers",
@@ -350,6 +352,11 @@ class Config(BaseFileConfig):
             self.trusted_proxies()
         except ValueError as e:
             found.append(ConfigProblem("focus.trusted_proxies", str(e)))
+        if not isinstance(self.get("focus.homeserver_proxy", None), bool):
+            found.append(ConfigProblem("focus.homeserver_proxy", "must be true or false"))
+        grace = self.get("focus.delegated_leave_grace", None)
+        if not (isinstance(grace, int) and not isinstance(grace, bool) and 1 <= grace <= 3600):
+            found.append(ConfigProblem("focus.delegated_leave_grace", "must be 1-3600 seconds"))
         try:
             self.focus_limits()
         except ValueError as e:

@@ -127,11 +127,23 @@ class Synapse:
                 "msc2409_to_device_messages_enabled": True,
                 "msc3202_transaction_extensions": True,
                 "msc4143_enabled": True,
+                # The bridge's rtc/livekit routes, forwarded to it (MSC4512), and the
+                # is_joined scope its registration claims (MSC4502).
+                "msc4512_enabled": True,
+                "msc4502_enabled": True,
             },
+            # Delayed events (MSC4140): MatrixRTC clients schedule their leave with them.
+            "max_event_delay_duration": "24h",
             # The focus, announced as the README tells admins to (/rtc/transports).
             "matrix_rtc": {
                 "transports": (
-                    [{"type": "livekit", "livekit_service_url": self.focus_url}]
+                    [
+                        {
+                            "type": "livekit",
+                            "url": "ws" + self.focus_url.removeprefix("http"),
+                            "livekit_service_url": self.focus_url,
+                        }
+                    ]
                     if self.focus_url
                     else []
                 )

@@ -4,7 +4,6 @@ then with one misconfiguration at a time: each is caught, on its own line, with 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -28,20 +27,9 @@ from demo.synapse import Synapse
 from demo.waiting import eventually
 from sfu import IceServer
 
+from .support.loopback_http import serve
+
 FOCI = "org.matrix.msc4143.rtc_foci"
-
-
-@asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """``app`` on a loopback port; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def well_known_app(content: dict, cors: bool = True) -> web.Application:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mautrix.util.async_db import Database
 
 from .call import Call, CallParticipant
+from .delegated_leave import DelegatedLeave
 from .dialin import DialInChat, DialInGhost
 from .moderation import CallRemoval, ModerationAction, RoomMode, RoomModeName
 from .processed_event import ProcessedEvent
@@ -16,6 +17,7 @@ __all__ = [
     "Call",
     "CallParticipant",
     "CallRemoval",
+    "DelegatedLeave",
     "DialInChat",
     "DialInGhost",
     "ModerationAction",
@@ -34,6 +36,7 @@ def init(db: Database) -> None:
         Call,
         CallParticipant,
         CallRemoval,
+        DelegatedLeave,
         DialInChat,
         DialInGhost,
         ModerationAction,

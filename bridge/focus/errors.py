@@ -42,3 +42,31 @@ class Forbidden(FocusError):
 
     status = 403
     errcode = "M_FORBIDDEN"
+
+
+class InvalidParam(FocusError):
+    """Well-formed, but asks for something this focus does not serve."""
+
+    status = 400
+    errcode = "M_INVALID_PARAM"
+
+
+class MissingToken(FocusError):
+    """A forwarded request without the homeserver's token."""
+
+    status = 401
+    errcode = "M_MISSING_TOKEN"
+
+
+class UnknownToken(FocusError):
+    """A forwarded request with a token that is not the homeserver's."""
+
+    status = 401
+    errcode = "M_UNKNOWN_TOKEN"
+
+
+class NotReady(FocusError):
+    """The focus is still starting."""
+
+    status = 503
+    errcode = "M_UNKNOWN"

@@ -82,11 +82,14 @@ async def _ok(_request: web.Request) -> web.Response:
 
 
 async def _delegate_delayed_leave(_request: web.Request) -> web.Response:
-    """Must stay 404 until delegation is implemented: Element Call takes any other answer to
-    its probe as support, stops restarting its delayed leave event itself, and a crashed
-    client's membership then lingers for up to an hour."""
+    """404: delegation is served where the homeserver vouches for the caller (the forwarded
+    ``…/rtc/livekit/delegate_delayed_leave``, see :mod:`.proxied`). Element Call takes any
+    other answer to its probe here as support and stops restarting its delayed leave event
+    itself, so this must stay 404 while delegation is not served here."""
     return matrix_error(
-        404, "M_UNRECOGNIZED", "This focus does not take over delayed leave events."
+        404,
+        "M_UNRECOGNIZED",
+        "This focus takes over delayed leave events only through the homeserver.",
     )
 
 

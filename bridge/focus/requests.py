@@ -1,11 +1,13 @@
-"""The bodies of ``POST /sfu/get`` and ``POST /get_token``, read as strictly as lk-jwt-service
-reads them (unknown fields are refused), with Matrix errors that say what is wrong."""
+"""The bodies of ``POST /sfu/get`` and ``POST /get_token``, and of the MSC4195 routes the
+homeserver forwards (MSC4512), read as strictly as lk-jwt-service reads them (unknown fields
+are refused), with Matrix errors that say what is wrong."""
 
 from __future__ import annotations
 
 from typing import Any
 from dataclasses import dataclass
 import json
+import re
 
 from mautrix.types import RoomID
 
@@ -22,6 +24,12 @@ _MEMBER_FIELDS = frozenset({"id", "claimed_user_id", "claimed_device_id"})
 _DELAY_FIELDS = frozenset({"delay_id", "delay_timeout", "delay_cs_api_url"})
 _LEGACY_FIELDS = frozenset({"room", "openid_token", "device_id"}) | _DELAY_FIELDS
 _GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "openid_token", "member"}) | _DELAY_FIELDS
+_PROXIED_GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "url", "server_name", "member"})
+_FEDERATION_GET_TOKEN_FIELDS = frozenset({"room_id", "slot_id", "url", "user_id", "member"})
+_DELEGATE_FIELDS = frozenset({"room_id", "slot_id", "url", "member", "delay_id", "delay_timeout"})
+MAX_DELAY_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+_DELAY_ID = re.compile(r"[A-Za-z0-9._~-]+")
+"""Homeservers issue opaque URL-safe IDs (Synapse: ``syd_`` and letters)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,82 @@ def parse_get_token(body: bytes) -> TokenRequest:
         member_id=_string(member, "id", "`member`"),
         claimed_user_id=_string(member, "claimed_user_id", "`member`"),
     )
+
+
+@dataclass(frozen=True)
+class MemberRequest:
+    """A request the homeserver forwarded: it vouches for the caller, so no OpenID token."""
+
+    room_id: RoomID
+    slot_id: str
+    device_id: str
+    member_id: str
+    claimed_user_id: str | None = None
+    url: str | None = None
+    """The SFU the client chose (its transport's ``url``)."""
+    server_name: str | None = None
+    """A homeserver whose SFU the client wants instead (the homeserver would relay)."""
+    user_id: str | None = None
+    """Over federation: the remote user asking."""
+    delay_id: str | None = None
+    delay_timeout_ms: int | None = None
+
+
+def parse_proxied_get_token(body: bytes) -> MemberRequest:
+    """``{room_id, slot_id, url?, server_name?, member}`` (client-server, MSC4195)."""
+    fields = _object(_json(body), "the request body", _PROXIED_GET_TOKEN_FIELDS)
+    return MemberRequest(
+        **_member_fields(fields),
+        url=_optional_string(fields, "url"),
+        server_name=_optional_string(fields, "server_name"),
+    )
+
+
+def parse_federation_get_token(body: bytes) -> MemberRequest:
+    """``{room_id, slot_id, url?, user_id, member}`` (server-server, MSC4195)."""
+    fields = _object(_json(body), "the request body", _FEDERATION_GET_TOKEN_FIELDS)
+    return MemberRequest(
+        **_member_fields(fields),
+        url=_optional_string(fields, "url"),
+        user_id=_string(fields, "user_id", "the request body"),
+    )
+
+
+def parse_delegate_delayed_leave(body: bytes) -> MemberRequest:
+    """``{room_id, slot_id, url?, member, delay_id, delay_timeout?}``; the timeout is in
+    milliseconds (MSC4195's text leaves it out; lk-jwt-service takes it when given)."""
+    fields = _object(_json(body), "the request body", _DELEGATE_FIELDS)
+    timeout = fields.get("delay_timeout")
+    if timeout is not None and (
+        type(timeout) is not int or not 0 < timeout <= MAX_DELAY_TIMEOUT_MS
+    ):
+        raise BadJSON("`delay_timeout` must be a positive number of milliseconds (up to a week).")
+    delay_id = _string(fields, "delay_id", "the request body")
+    if not _DELAY_ID.fullmatch(delay_id) or set(delay_id) == {"."}:
+        raise BadJSON("`delay_id` is not a delay ID.")
+    return MemberRequest(
+        **_member_fields(fields),
+        url=_optional_string(fields, "url"),
+        delay_id=delay_id,
+        delay_timeout_ms=timeout,
+    )
+
+
+def _member_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    member = _object(fields.get("member"), "`member`", _MEMBER_FIELDS)
+    return {
+        "room_id": _room_id(fields, "room_id"),
+        "slot_id": _string(fields, "slot_id", "the request body"),
+        "device_id": _string(member, "claimed_device_id", "`member`"),
+        "member_id": _string(member, "id", "`member`"),
+        "claimed_user_id": _optional_string(member, "claimed_user_id", "`member`"),
+    }
+
+
+def _optional_string(
+    fields: dict[str, Any], key: str, where: str = "the request body"
+) -> str | None:
+    return None if fields.get(key) in (None, "") else _string(fields, key, where)
 
 
 def _json(body: bytes) -> Any:

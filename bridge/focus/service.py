@@ -11,14 +11,19 @@ from mautrix.types import UserID
 from yarl import URL
 import aiohttp
 
+from ..conferences import Conferences
 from ..db import Secret
 from ..permissions import PermissionLevel
 from ..room_state import RoomStates
 from .access import RoomAccess, RoomsWithoutBot
 from .client_address import ClientAddresses
 from .connections import ConnectionGuard
+from .delayed_events import DelayedEvents
+from .delegated_leave import DelegatedLeaves
+from .federation_relay import FederationRelay
 from .http import add_token_routes, create_app
 from .openid import OpenIDVerifier
+from .proxied import ProxiedRoutes
 from .public_network import PublicResolver
 from .rate_limit import RateLimiter
 from .server_discovery import DnsSrvResolver, ServerDiscovery
@@ -59,6 +64,7 @@ class Focus:
         rooms: RoomStates,
         bot_mxid: UserID,
         permissions: dict[str, PermissionLevel],
+        conferences: Conferences,
     ) -> None:
         self.config = config
         self.limits = config.focus_limits()
@@ -72,6 +78,13 @@ class Focus:
             permissions,
             config.moderation_level(),
         )
+        self.delegation = DelegatedLeaves(conferences, config["focus.delegated_leave_grace"])
+        self.signalling_url = signalling_url(
+            config["focus.public_url"], config["focus.hostname"], config["focus.port"]
+        )
+        self.service: TokenService | None = None
+        """Set once started, as is :attr:`relay`."""
+        self.relay: FederationRelay | None = None
         self._tokens: FocusTokens | None = None
         self._sessions: list[aiohttp.ClientSession] = []
         self._runner: web.AppRunner | None = None
@@ -82,6 +95,15 @@ class Focus:
         if self._tokens is None:
             raise RuntimeError("the focus is not started")
         return self._tokens
+
+    def add_proxied_routes(self, app: web.Application) -> None:
+        """Serve the routes the homeserver forwards (MSC4512) on ``app``, the appservice's,
+        if ``focus.homeserver_proxy`` claims them."""
+        if not self.config["focus.homeserver_proxy"]:
+            return
+        ProxiedRoutes(
+            self, self.config["appservice.hs_token"], self.config["homeserver.domain"]
+        ).add_to(app)
 
     def verify(self, token: str) -> FocusGrant:
         """Check a token presented to the signalling (see :meth:`FocusTokens.verify`)."""
@@ -110,9 +132,9 @@ class Focus:
             trusted_session=trusted,
             per_server=RateLimiter(self.limits.token_requests_per_minute_per_server),
         )
-        service = TokenService(
-            verifier, self.access, self._tokens, signalling_url(public_url, hostname, port)
-        )
+        service = TokenService(verifier, self.access, self._tokens, self.signalling_url)
+        homeserver = URL(self.config["homeserver.address"])
+        await self.delegation.start(DelayedEvents(trusted, homeserver))
         per_client = RateLimiter(self.limits.token_requests_per_minute_per_client)
         add_token_routes(self.app, service, self.addresses, per_client)
         # No access log: it would record callers' addresses, and later tokens in query strings.
@@ -120,9 +142,13 @@ class Focus:
         await self._runner.setup()
         assert self._runner.server is not None
         self._listener = await self.connections.listen(self._runner.server, hostname, port)
+        self.relay = FederationRelay(trusted, homeserver, self.config["appservice.as_token"])
+        self.service = service
         log.info("Focus listening on %s:%d", hostname, port)
 
     async def stop(self) -> None:
+        self.service = None
+        await self.delegation.stop()
         if self._listener is not None:
             self._listener.close()
         if self._runner is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from mautrix.types import RoomID, UserID
+
 from .access import RoomAccess
 from .errors import Unauthorized
 from .livekit_ids import identity_for, legacy_identity_for, room_alias_for
@@ -32,28 +34,46 @@ class TokenService:
         user_id = await self.verifier.verify(request.openid_token)
         if request.claimed_user_id is not None and request.claimed_user_id != user_id:
             raise Unauthorized("The OpenID token belongs to another user than `claimed_user_id`.")
-        allowed = await self.access.check(request.room_id, user_id)
-        if request.member_id is None:
-            identity = legacy_identity_for(user_id, request.device_id)
+        return await self.grant(
+            user_id, request.room_id, request.slot_id, request.device_id, request.member_id
+        )
+
+    async def grant(
+        self,
+        user_id: UserID,
+        room_id: RoomID,
+        slot_id: str,
+        device_id: str,
+        member_id: str | None,
+        *,
+        remote: bool = False,
+    ) -> dict[str, str]:
+        """The token response for a caller already known to be ``user_id``; ``remote``: one
+        asked for over federation by the user's homeserver, which may only watch and listen
+        (MSC4195: remote users get no publish grant)."""
+        allowed = await self.access.check(room_id, user_id)
+        if member_id is None:
+            identity = legacy_identity_for(user_id, device_id)
         else:
-            identity = identity_for(user_id, request.device_id, request.member_id)
+            identity = identity_for(user_id, device_id, member_id)
+        can_publish = allowed.can_publish and not remote
         grant = FocusGrant(
             identity=identity,
             user_id=user_id,
-            device_id=request.device_id,
-            room_id=request.room_id,
-            slot_id=request.slot_id,
+            device_id=device_id,
+            room_id=room_id,
+            slot_id=slot_id,
             video=VideoGrants(
-                room=room_alias_for(request.room_id, request.slot_id),
-                can_publish=allowed.can_publish,
+                room=room_alias_for(room_id, slot_id),
+                can_publish=can_publish,
                 can_subscribe=allowed.can_subscribe,
             ),
         )
         log.info(
             "Token for %s (device %s) in %s%s",
             user_id,
-            request.device_id,
-            request.room_id,
-            "" if allowed.can_publish else ", subscribe only",
+            device_id,
+            room_id,
+            "" if can_publish else ", subscribe only",
         )
         return {"url": self.signalling_url, "jwt": self.tokens.issue(grant)}

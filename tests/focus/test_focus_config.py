@@ -11,6 +11,7 @@ from bridge import resources
 from bridge.config import Config
 from bridge.focus.limits import FocusLimits
 from bridge.focus.service import openid_servers, signalling_url
+from bridge.registration import IS_JOINED_SCOPE, build_registration
 from demo.bridge_process import edit_config
 
 
@@ -128,3 +129,43 @@ def test_focus_limits_are_read_validated_and_added_by_upgrades(tmp_path: Path) -
     assert "max_connections_per_ip: 100" in text
     assert "# Seconds a connection may take to send a request's headers" in text
     assert YAML().load(text)["focus"]["trusted_proxies"] == []
+
+
+def test_homeserver_route_and_delegation_keys_are_validated_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    config = load(path, {})
+    assert config["focus.homeserver_proxy"] is True
+    assert config["focus.delegated_leave_grace"] == 60
+    problems = focus_problems(
+        load(path, {"focus.homeserver_proxy": "yes", "focus.delegated_leave_grace": 0})
+    )
+    assert problems == {
+        "focus.homeserver_proxy": "must be true or false",
+        "focus.delegated_leave_grace": "must be 1-3600 seconds",
+    }
+
+    # A config from before these keys gets them with their comments; set values stay.
+    old = resources.example_config()
+    old = old.split("    # Let the homeserver forward")[0] + "    limits: {}\n"
+    path.write_text(old)
+    config = Config(str(path))
+    config.load()
+    config.update(save=True)
+    text = path.read_text()
+    assert "homeserver_proxy: true" in text
+    assert "    # After a restart of the bridge, how long" in text
+    config = load(path, {"focus.homeserver_proxy": False, "focus.delegated_leave_grace": 5})
+    config.update(save=True)
+    kept = YAML().load(path.read_text())["focus"]
+    assert (kept["homeserver_proxy"], kept["delegated_leave_grace"]) == (False, 5)
+
+
+def test_the_registration_claims_the_rtc_routes_only_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    claimed = build_registration(load(path, {"appservice.address": "http://10.0.0.2:29333/"}))
+    assert claimed["io.element.msc4512.proxy_prefix"] == "rtc/livekit"
+    assert claimed["io.element.msc4512.proxy_url"] == "http://10.0.0.2:29333"
+    assert claimed["io.element.msc4502.scopes"] == [IS_JOINED_SCOPE]
+    assert not {"proxy_prefix", "proxy_url", "scopes"} & set(claimed)  # Synapse ignores these
+    plain = build_registration(load(path, {"focus.homeserver_proxy": False}))
+    assert not [key for key in plain if "msc4512" in key or "msc4502" in key]
