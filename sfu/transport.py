@@ -34,13 +34,13 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import AnyRtcpPacket
 from aiortc.sdp import candidate_from_sdp
 
-from . import aiortc_seams as seams, rtcp
+from . import aiortc_seams as seams, rtcp, simulcast
 from .config import MediaSettings
 from .rtp import MalformedPacket
 from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .track import PublishedTrack
+    from .track import Layer, PublishedTrack
 
 logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
@@ -122,7 +122,9 @@ class Transport:
         self.pc = RTCPeerConnection(rtc_configuration(settings))
         self._owner = owner
         self._settings = settings
-        self._inbound: dict[int, PublishedTrack] = {}
+        self._inbound: dict[int, Layer] = {}
+        self.simulcast_offers: dict[str, simulcast.SimulcastOffer] = {}
+        """Simulcast sections of the client's last offer, by mid."""
         self._published: dict[RTCRtpTransceiver, PublishedTrack] = {}
         self._outbound: dict[int, Subscription] = {}
         self._subscriptions: list[Subscription] = []
@@ -146,17 +148,20 @@ class Transport:
         """Apply the client's offer and return the SFU's answer.
 
         Every media section the client sends on becomes a published track; ``track_ids`` maps
-        its mid to the adapter's track id (default ``"{participant}/{mid}"``).
+        its mid to the adapter's track id (default ``"{participant}/{mid}"``). Simulcast
+        sections are answered so that every layer offered is received.
         """
         if self.role is TransportRole.SUBSCRIBER:
             raise RuntimeError("the SFU offers on a subscriber transport")
+        offered_simulcast = simulcast.parse_offer(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self.simulcast_offers = offered_simulcast
         await self._bind_offered_slots()
         answer = await self.pc.createAnswer()
         seams.prepare_ice(self.pc, self._settings)
         await self.pc.setLocalDescription(answer)
         self._negotiated(track_ids or {})
-        return self.pc.localDescription.sdp
+        return simulcast.complete_answer(sdp, self.pc.localDescription.sdp)
 
     async def create_offer(self) -> str:
         """An offer for what the SFU sends (subscriber transport); apply the answer next."""
@@ -303,7 +308,7 @@ class Transport:
 
     def _drop_published(self, transceiver: RTCRtpTransceiver) -> None:
         track = self._published.pop(transceiver)
-        for ssrc in [ssrc for ssrc, t in self._inbound.items() if t is track]:
+        for ssrc in [ssrc for ssrc, layer in self._inbound.items() if layer.track is track]:
             del self._inbound[ssrc]
         self._owner._unpublish_incoming(track)
 
@@ -344,16 +349,19 @@ class Transport:
             self.stats.malformed_rtp += 1
             return
         ssrc = _SSRC.unpack_from(data, 8)[0]
-        track = self._inbound.get(ssrc)
-        if track is None:
-            receiver = seams.identify_stream(dtls, data)
-            track = next((t for tr, t in self._published.items() if tr.receiver is receiver), None)
-            if track is None or not track.accepts(ssrc):
-                self.stats.unknown_rtp += 1
-                return
-            self._inbound[ssrc] = track
+        layer = self._inbound.get(ssrc)
         try:
-            track.receive(data, ssrc)
+            if layer is None:
+                receiver = seams.identify_stream(dtls, data)
+                track = next(
+                    (t for tr, t in self._published.items() if tr.receiver is receiver), None
+                )
+                layer = track.stream_for(ssrc, data) if track is not None else None
+                if layer is None:
+                    self.stats.unknown_rtp += 1
+                    return
+                self._inbound[ssrc] = layer
+            layer.receive(data, ssrc)
         except MalformedPacket:
             self.stats.malformed_rtp += 1
 

@@ -39,7 +39,6 @@ from .protocol import (
     MID_LINE,
     PROTOCOL_VERSION,
     ProtocolViolation,
-    accept_rid_extensions,
     check_sdp,
     decode_request,
     encode_response,
@@ -284,7 +283,6 @@ class SignalSession(ABC):
             answer = await self.offered.accept_offer(offer.sdp, track_ids)
         except Exception as e:
             raise ProtocolViolation(f"bad SDP offer: {e}") from e
-        answer = accept_rid_extensions(offer.sdp, answer)
         description = self._description("answer", answer, self.offered, offer.id)
         self.post(rtc.SignalResponse(answer=description))
 
