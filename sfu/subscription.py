@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from .track import Layer, PublishedTrack
 
 _MAX_LENGTH = len(seams.TX_BUFFER) - 256
+_WAITING = "waiting for a key frame"
+"""Repeated (at the publisher's rate limit) until one comes: a browser drops requests that
+follow its last key frame too closely, and the subscriber would wait for the next natural one."""
 
 
 class Subscription:
@@ -220,10 +223,12 @@ class Subscription:
             return
         if layer is not self.layer:
             if not keyframe:
+                layer.request_keyframe(_WAITING)
                 return
             self._enter(layer)
         if self._waiting:
             if not keyframe:
+                layer.request_keyframe(_WAITING)
                 return
             self._waiting = False
             self._rewriter.start_segment(seq, ts, now)
