@@ -51,9 +51,11 @@ async def open_call(
     e2ee_key: str | None,
     signal: str,
     signal_paths: list[str],
+    **options: str,
 ) -> Page:
     """The call page; the paths of the signalling WebSockets it opens go to ``signal_paths``
-    (livekit-client falls back from v1 to v0 silently)."""
+    (livekit-client falls back from v1 to v0 silently). ``options`` are more of the page's
+    parameters (see ``web/call.js``)."""
     params = {
         "hs": synapse.base_url,
         "token": user.access_token,
@@ -66,10 +68,12 @@ async def open_call(
         params["e2ee"] = e2ee_key
     if signal == "v0":
         params["signal"] = signal
+    params.update(options)
     context = await browser.new_context()
     page = await context.new_page()
     page.on("websocket", lambda socket: signal_paths.append(URL(socket.url).path))
     await page.goto(str(URL(f"{pages_url}/call.html").with_query(params)))
+    await page.wait_for_function("typeof window.callState === 'function'")
     return page
 
 
@@ -146,4 +150,82 @@ async def test_three_browsers_see_and_hear_each_other(
         assert identities == {f"{users[n].user_id}:{users[n].device_id}" for n in NAMES}
     finally:
         for page in pages.values():
+            await page.context.close()
+
+
+async def show_remote_video(page: Page, width: int) -> None:
+    """Lay the (only) remote tile out ``width`` CSS pixels wide, 16:9; adaptiveStream reports
+    the new size to the SFU."""
+    await page.evaluate(
+        """(width) => {
+            const tiles = document.getElementById("tiles");
+            tiles.style.display = "block";
+            for (const tile of tiles.children) tile.style.width = `${width}px`;
+        }""",
+        width,
+    )
+
+
+async def wait_for_video_size(page: Page, identity: str, size: tuple[int, int]) -> None:
+    """Until the remote video from ``identity`` decodes at ``size``."""
+    seen: list[object] = []
+
+    async def probe() -> bool:
+        remote = (await state(page))["remotes"].get(identity, {})
+        seen[:] = [remote]
+        return (remote.get("videoWidth"), remote.get("videoHeight")) == size
+
+    try:
+        await eventually(probe, timeout=90)
+    except AssertionError as e:
+        raise AssertionError(f"no {size} video from {identity}: {seen}") from e
+
+
+async def test_simulcast_layer_follows_tile_size(
+    browser: Browser,
+    pages_url: str,
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+) -> None:
+    """Element Call's publishing (720p camera as 180p/360p/720p simulcast) reaches the SFU in
+    all three layers, and a subscriber with adaptiveStream decodes the layer its tile needs:
+    the top one for a large tile, the lowest for a small one, switching as the tile is
+    resized."""
+    element_call = {"options": "element-call"}
+    paths: list[str] = []
+    alice = await open_call(
+        browser,
+        pages_url,
+        running_bridge,
+        synapse,
+        users["alice"],
+        room_id,
+        None,
+        "v1",
+        paths,
+        **element_call,
+    )
+    bob = await open_call(
+        browser,
+        pages_url,
+        running_bridge,
+        synapse,
+        users["bob"],
+        room_id,
+        None,
+        "v1",
+        paths,
+        publish="none",
+        **element_call,
+    )
+    await bob.set_viewport_size({"width": 1600, "height": 1000})
+    publisher = f"{users['alice'].user_id}:{users['alice'].device_id}"
+    try:
+        for width, size in ((1280, (1280, 720)), (160, (320, 180)), (1280, (1280, 720))):
+            await show_remote_video(bob, width)
+            await wait_for_video_size(bob, publisher, size)
+    finally:
+        for page in (alice, bob):
             await page.context.close()
