@@ -181,6 +181,7 @@ async def wait_for_video_size(page: Page, identity: str, size: tuple[int, int]) 
         raise AssertionError(f"no {size} video from {identity}: {seen}") from e
 
 
+@pytest.mark.parametrize("signal", ["v1", "v0"])
 async def test_simulcast_layer_follows_tile_size(
     browser: Browser,
     pages_url: str,
@@ -188,44 +189,29 @@ async def test_simulcast_layer_follows_tile_size(
     synapse: Synapse,
     users: dict[str, MatrixUser],
     room_id: RoomID,
+    signal: str,
 ) -> None:
     """Element Call's publishing (720p camera as 180p/360p/720p simulcast) reaches the SFU in
     all three layers, and a subscriber with adaptiveStream decodes the layer its tile needs:
     the top one for a large tile, the lowest for a small one, switching as the tile is
     resized."""
-    element_call = {"options": "element-call"}
     paths: list[str] = []
-    alice = await open_call(
-        browser,
-        pages_url,
-        running_bridge,
-        synapse,
-        users["alice"],
-        room_id,
-        None,
-        "v1",
-        paths,
-        **element_call,
-    )
-    bob = await open_call(
-        browser,
-        pages_url,
-        running_bridge,
-        synapse,
-        users["bob"],
-        room_id,
-        None,
-        "v1",
-        paths,
-        publish="none",
-        **element_call,
-    )
+
+    async def join(name: str, **options: str) -> Page:
+        return await open_call(
+            browser, pages_url, running_bridge, synapse, users[name], room_id, None, signal,
+            paths, options="element-call", **options,
+        )  # fmt: skip
+
+    alice = await join("alice")
+    bob = await join("bob", publish="none")
     await bob.set_viewport_size({"width": 1600, "height": 1000})
     publisher = f"{users['alice'].user_id}:{users['alice'].device_id}"
     try:
         for width, size in ((1280, (1280, 720)), (160, (320, 180)), (1280, (1280, 720))):
             await show_remote_video(bob, width)
             await wait_for_video_size(bob, publisher, size)
+        assert set(paths) == {"/rtc/v1" if signal == "v1" else "/rtc"}
     finally:
         for page in (alice, bob):
             await page.context.close()
