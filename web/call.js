@@ -154,9 +154,18 @@ window.callState = async () => {
     }
     remotes[participant.identity] = entry;
   }
+  // The camera's encodings being sent: frame width by RID (one "" without simulcast).
+  const sending = {};
+  const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
+  (await camera?.sender?.getStats())?.forEach((report) => {
+    if (report.type === "outbound-rtp" && report.frameWidth) {
+      sending[report.rid ?? ""] = report.frameWidth;
+    }
+  });
   return {
     connected: room.state === "connected",
     identity: room.localParticipant.identity,
+    sending,
     e2ee: room.isE2EEEnabled,
     remotes,
   };
