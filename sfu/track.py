@@ -37,10 +37,8 @@ class Layer:
     """One incoming RTP stream of a track (with its RTX stream): the track's only one, or one
     simulcast encoding. Each has its own SSRC, history, key-frame requests and size."""
 
-    def __init__(self, track: PublishedTrack, index: int, rid: str | None, history: int) -> None:
+    def __init__(self, track: PublishedTrack, rid: str | None, history: int) -> None:
         self.track = track
-        self.index = index
-        """Position in :attr:`PublishedTrack.layers` (lowest first)."""
         self.rid = rid
         self.ssrc: int | None = None
         self.rtx_ssrc: int | None = None
@@ -191,9 +189,8 @@ class PublishedTrack:
         self.next_check = 0.0
         """When the live layers are next compared with what subscriptions forward."""
         self._rid_ids = (simulcast.rid_id, simulcast.repaired_rid_id) if simulcast else (0, 0)
-        self.layers = [
-            Layer(self, index, rid, history_size) for index, rid in enumerate(self.rids or [None])
-        ]
+        self.layers = [Layer(self, rid, history_size) for rid in self.rids or [None]]
+        """Lowest first, as offered."""
         self._live: tuple[bool, ...] = ()
         self._sizes: tuple[tuple[int, int] | None, ...] = ()
 

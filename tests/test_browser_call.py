@@ -170,6 +170,7 @@ async def test_simulcast_layer_follows_tile_size(
         for width, size in ((1280, (1280, 720)), (160, (320, 180)), (1280, (1280, 720))):
             await show_remote_video(bob, width)
             await wait_for_video_size(bob, publisher, size)
+        assert (await state(bob))["remotes"][publisher]["layers"] == [320, 640, 1280]
         assert set(paths) == {"/rtc/v1" if signal == "v1" else "/rtc"}
     finally:
         for page in (alice, bob):

@@ -145,6 +145,8 @@ window.callState = async () => {
         entry.videoFrames = element?.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
         entry.videoWidth = element?.videoWidth ?? 0;
         entry.videoHeight = element?.videoHeight ?? 0;
+        // Widths of the layers the server announces for it.
+        entry.layers = publication.trackInfo?.layers?.map((layer) => layer.width) ?? [];
       } else if (track.kind === "audio") {
         const stats = await track.receiver?.getStats();
         stats?.forEach((report) => {
