@@ -85,12 +85,17 @@ def complete_answer(offer: str, answer: str) -> str:
             continue
         lines = [line for line in offered.get(mid.group(1), []) if line not in section]
         layers = simulcast.get(mid.group(1))
-        if layers is not None and "\r\na=inactive" not in section:
+        if layers is not None and _accepted(section):
             lines += [f"a=rid:{rid} recv" for rid in layers.rids]
             lines.append(f"a=simulcast:recv {';'.join(layers.rids)}")
         added = "".join(f"\r\n{line}" for line in lines)
         sections[index] = section[: mid.end()] + added + section[mid.end() :]
     return "\r\nm=".join([head, *sections])
+
+
+def _accepted(section: str) -> bool:
+    """Whether the answer takes this media section (not rejected with port 0, not inactive)."""
+    return section.split(" ", 2)[1] != "0" and "\r\na=inactive" not in section
 
 
 def _sections(sdp: str) -> tuple[str, list[str]]:

@@ -60,8 +60,8 @@ def test_answer_receives_every_offered_layer() -> None:
     assert "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f" in video
     assert f"a=extmap:{RID_ID} urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in video
     assert f"a=extmap:{REPAIRED_ID} urn:ietf:params:rtp-hdrext:sdes:repaired-rtp" in video
-    assert complete_answer(OFFER, answer).count("a=simulcast") == 2  # not idempotent by design
     assert "a=simulcast" not in complete_answer(OFFER, ANSWER.replace("recvonly", "inactive"))
+    assert "a=simulcast" not in complete_answer(OFFER, ANSWER.replace("video 9", "video 0"))
 
 
 # ---------------------------------------------------------------------- layer choice
