@@ -58,11 +58,17 @@ async def wait_for_media_from_everyone(pages: dict[str, Page], e2ee: bool) -> No
             for s in states.values()
         )
 
+    seen: list[dict[str, dict[str, Any]]] = []
+
     async def probe() -> dict[str, dict[str, Any]] | None:
         states = await snapshot()
+        seen[:] = [states]
         return states if complete(states) else None
 
-    first = await eventually(probe, timeout=60, interval=0.5)
+    try:
+        first = await eventually(probe, timeout=60, interval=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"not everyone has media: {seen}") from e
     await asyncio.sleep(2)
     second = await snapshot()
     for name, page_state in second.items():

@@ -3,7 +3,8 @@
 // (Matrix room ID), focus (token service URL), optional e2ee (shared key), name (room label),
 // signal=v0 (LiveKit signalling v0, two peer connections, instead of livekit-client's v1),
 // options=element-call (Element Call's room options: 720p camera sent as 180p/360p/720p
-// simulcast, adaptive stream, dynacast), publish=none (receive only).
+// simulcast, adaptive stream, dynacast; without it livekit-client's defaults with a 360p
+// camera), publish=none (receive only).
 import {
   ExternalE2EEKeyProvider, Room, RoomEvent, Track, VideoPresets,
 } from "livekit-client";
@@ -80,7 +81,12 @@ async function createRoom() {
   const options = {
     ...(params.get("options") === "element-call"
       ? ELEMENT_CALL_OPTIONS
-      : { adaptiveStream: false, dynacast: false }),
+      // Light on CPU, for tests with several pages: a 360p camera, every layer received.
+      : {
+        adaptiveStream: false,
+        dynacast: false,
+        videoCaptureDefaults: { resolution: VideoPresets.h360.resolution },
+      }),
     singlePeerConnection: params.get("signal") !== "v0",
   };
   const sharedKey = params.get("e2ee");
