@@ -57,6 +57,7 @@ def call_link(
             room=room,
             focus=bridge.focus_url,
             name="Demo call",
+            options="element-call",  # camera and layers as Element Call sends them
         )
     )
 

@@ -37,6 +37,8 @@ class TrackInfo:
     mid: str | None
     """The publisher transport's media section carrying it."""
     muted: bool = False
+    layers: tuple[str, ...] = ()
+    """Simulcast: the RIDs of the layers received, lowest first; empty for a single stream."""
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,7 @@ class Participant:
             keyframe_interval=conference.settings.keyframe_request_interval,
             on_keyframe_request=conference._keyframe_requested,
             on_audio_level=conference._audio_level,
+            simulcast=transport.simulcast_offers.get(transceiver.mid or ""),
         )
         self._published[info.track_id] = track
         conference._add_track(track)

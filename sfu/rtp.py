@@ -65,7 +65,35 @@ def canonicalize(data: bytes, audio_level_id: int) -> tuple[bytes, int, int]:
 
 
 def _find_audio_level(data: bytes, pos: int, end: int, profile: int, ext_id: int) -> int:
-    """Locate one extension element (RFC 8285) and decode it as an RFC 6464 audio level."""
+    """Decode the extension element ``ext_id`` as an RFC 6464 audio level."""
+    found = _find_element(data, pos, end, profile, ext_id)
+    return data[found[0]] & 0x7F if found is not None else NO_AUDIO_LEVEL
+
+
+def extension_value(data: bytes, ext_id: int) -> bytes | None:
+    """The value of header extension element ``ext_id`` in a raw packet, if present.
+
+    For the rare reads outside the hot path (the RID of a new SSRC); raises MalformedPacket.
+    """
+    if len(data) < 12:
+        raise MalformedPacket("short RTP packet")
+    if not data[0] & 0x10:
+        return None
+    pos = 12 + 4 * (data[0] & 0x0F)
+    if pos + 4 > len(data):
+        raise MalformedPacket("truncated extension header")
+    profile, words = struct.unpack_from("!HH", data, pos)
+    end = pos + 4 + 4 * words
+    if end > len(data):
+        raise MalformedPacket("truncated extension block")
+    found = _find_element(data, pos + 4, end, profile, ext_id)
+    return data[found[0] : found[0] + found[1]] if found is not None else None
+
+
+def _find_element(
+    data: bytes, pos: int, end: int, profile: int, ext_id: int
+) -> tuple[int, int] | None:
+    """Locate one extension element (RFC 8285): (offset, length) of its value."""
     if profile == _ONE_BYTE_PROFILE:
         while pos < end:
             b = data[pos]
@@ -75,8 +103,8 @@ def _find_audio_level(data: bytes, pos: int, end: int, profile: int, ext_id: int
             eid, length = b >> 4, (b & 0x0F) + 1
             if eid == 15:
                 break
-            if eid == ext_id and pos + 1 < end:
-                return data[pos + 1] & 0x7F
+            if eid == ext_id and pos + length < end:
+                return pos + 1, length
             pos += 1 + length
     elif profile & _TWO_BYTE_PROFILE_MASK == _TWO_BYTE_PROFILE:
         while pos + 1 < end:
@@ -85,10 +113,10 @@ def _find_audio_level(data: bytes, pos: int, end: int, profile: int, ext_id: int
                 pos += 1
                 continue
             length = data[pos + 1]
-            if eid == ext_id and length >= 1 and pos + 2 < end:
-                return data[pos + 2] & 0x7F
+            if eid == ext_id and length >= 1 and pos + 1 + length < end:
+                return pos + 2, length
             pos += 2 + length
-    return NO_AUDIO_LEVEL
+    return None
 
 
 def unwrap_rtx(packet: bytes, payload_offset: int, payload_type: int, ssrc: int) -> bytes | None:

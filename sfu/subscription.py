@@ -4,26 +4,36 @@ A subscription owns a sender slot (an aiortc transceiver whose sender never enco
 the subscriber's transports: its own SSRC, a source track that can be switched, sequence /
 timestamp / VP8 PictureID rewriting and key-frame gating. Packets are written into the shared
 transmit buffer, rewritten in place and sent by :class:`~sfu.aiortc_seams.RtpOutput`.
+
+Of a simulcast source it forwards one layer: the smallest that fills the subscriber's tile
+(:meth:`Subscription.prefer_size`), or the one asked for (:meth:`Subscription.prefer_layer`),
+never above :attr:`Subscription.max_layer`. A change of layer takes effect at the new layer's
+next key frame (requested at once), with the outgoing stream continuous across it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+import time
 
 from aiortc.rtp import RtcpReceiverInfo
 
 from . import aiortc_seams as seams, rtcp, vp8
 from .rewriter import SequenceRewriter
 from .rtp import HEADER, REWRITE
+from .simulcast import choose_layer
 from .vp8 import PictureIdRewriter, Vp8Info
 
 if TYPE_CHECKING:
     from aiortc import RTCRtpTransceiver
     from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-    from .track import PublishedTrack
+    from .track import Layer, PublishedTrack
 
 _MAX_LENGTH = len(seams.TX_BUFFER) - 256
+_WAITING = "waiting for a key frame"
+"""Repeated (at the publisher's rate limit) until one comes: a browser drops requests that
+follow its last key frame too closely, and the subscriber would wait for the next natural one."""
 
 
 class Subscription:
@@ -36,6 +46,10 @@ class Subscription:
         self.transceiver: RTCRtpTransceiver | None = None
         self.ssrc = 0
         self.source: PublishedTrack | None = None
+        self.layer: Layer | None = None
+        """The source's layer being forwarded (None until the first key frame)."""
+        self.max_layer: int | None = None
+        """Highest layer index allowed whatever the tile (a bandwidth cap); None: no cap."""
         self.paused = False
         self.packets_sent = 0
         self.octets_sent = 0
@@ -47,6 +61,8 @@ class Subscription:
         self._payload_types: dict[str, int] = {}
         self._payload_type = -1
         self._waiting = True
+        self._target: Layer | None = None
+        self._preference: tuple[int, int] | int | None = None
         self._rewriter = SequenceRewriter(90000 if kind == "video" else 48000)
         self._picture_ids = PictureIdRewriter()
 
@@ -82,14 +98,70 @@ class Subscription:
             raise ValueError(f"cannot send {source.info.kind} on a {self.kind} slot")
         if self.source is not None:
             self.source.detach(self)
+        self._leave(self.layer)
+        self._leave(self._target)
+        self.layer = self._target = None
         self.source = source
         self._waiting = True
-        self._picture_ids.switch()
         self._select_payload_type()
         if source is not None:
             source.attach(self)
-            if self.active:
-                source.request_keyframe(f"{self.subscriber_id} switched")
+            self.retarget(time.monotonic())
+
+    def prefer_size(self, width: int, height: int) -> None:
+        """The subscriber shows the source in a ``width`` x ``height`` tile (device pixels)."""
+        self._prefer((width, height))
+
+    def prefer_layer(self, index: int | None) -> None:
+        """The subscriber asks for layer ``index`` (lowest is 0); None: the highest."""
+        self._prefer(index)
+
+    def set_max_layer(self, max_layer: int | None) -> None:
+        """Cap the layer whatever the tile asks for (None lifts the cap)."""
+        self.max_layer = max_layer
+        self.retarget(time.monotonic())
+
+    def _prefer(self, preference: tuple[int, int] | int | None) -> None:
+        if preference != self._preference:
+            self._preference = preference
+            self.retarget(time.monotonic())
+
+    def wanted_layer(self) -> int:
+        """The layer index the preference and the cap call for."""
+        if self.source is None:
+            return 0
+        preference = self._preference
+        if isinstance(preference, tuple):
+            wanted = choose_layer(self.source.layer_sizes(), *preference)
+        elif preference is None:
+            wanted = len(self.source.layers) - 1
+        else:
+            wanted = preference
+        return wanted if self.max_layer is None else min(wanted, self.max_layer)
+
+    def retarget(self, now: float) -> None:
+        """Choose the layer to forward now; a change waits for that layer's key frame."""
+        if self.source is None:
+            return
+        layer = self.source.pick(self.wanted_layer(), now)
+        if layer is self.layer or layer is self._target:
+            if layer is self.layer and self._target is not None:
+                self._leave(self._target)
+                self._target = None
+            return
+        self._leave(self._target)
+        self._target = layer
+        layer.subscriptions.append(self)
+        if self.active and not self.paused:
+            layer.request_keyframe(f"{self.subscriber_id} switched")
+
+    def _awaited(self) -> Layer | None:
+        """The layer whose key frame this subscription waits for, or would."""
+        return self._target or self.layer
+
+    def _leave(self, layer: Layer | None) -> None:
+        if layer is not None and self in layer.subscriptions:
+            layer.subscriptions.remove(self)
 
     def set_paused(self, paused: bool) -> None:
         """Stop or resume forwarding while keeping the source: clients pause video they do not
@@ -99,8 +171,9 @@ class Subscription:
         self.paused = paused
         if not paused:
             self._waiting = True
-            if self.source is not None and self.active:
-                self.source.request_keyframe(f"{self.subscriber_id} resumed")
+            layer = self._awaited()
+            if layer is not None and self.active:
+                layer.request_keyframe(f"{self.subscriber_id} resumed")
 
     def resync(self) -> None:
         """Wait for the next key frame and start a new segment there."""
@@ -118,8 +191,9 @@ class Subscription:
         if self._output is None:
             self._output = seams.RtpOutput(dtls)
             self._waiting = True
-            if self.source is not None:
-                self.source.request_keyframe(f"{self.subscriber_id} subscribed")
+            layer = self._awaited()
+            if layer is not None:
+                layer.request_keyframe(f"{self.subscriber_id} subscribed")
 
     def deactivate(self) -> None:
         self._output = None
@@ -135,19 +209,39 @@ class Subscription:
     # ------------------------------------------------------------------ RTP
 
     def forward(
-        self, packet: bytes, seq: int, ts: int, keyframe: bool, info: Vp8Info | None, now: float
+        self,
+        packet: bytes,
+        seq: int,
+        ts: int,
+        keyframe: bool,
+        info: Vp8Info | None,
+        now: float,
+        layer: Layer,
     ) -> None:
         """Send one canonical packet of the source (the per-packet hot path)."""
         if self._output is None or self._payload_type < 0 or self.paused:
             return
+        if layer is not self.layer:
+            if not keyframe:
+                layer.request_keyframe(_WAITING)
+                return
+            self._enter(layer)
         if self._waiting:
             if not keyframe:
+                layer.request_keyframe(_WAITING)
                 return
             self._waiting = False
             self._rewriter.start_segment(seq, ts, now)
         out = self._rewriter.rewrite(seq, ts, now)
         if out is not None:
             self._emit(packet, out[0], out[1], info)
+
+    def _enter(self, layer: Layer) -> None:
+        """Forward ``layer`` from its key frame on: a new segment, ids continued."""
+        previous, self.layer, self._target = self.layer, layer, None
+        self._leave(previous)
+        self._waiting = True
+        self._picture_ids.switch()
 
     def _emit(self, packet: bytes, seq: int, ts: int, info: Vp8Info | None) -> None:
         length = len(packet)
@@ -165,12 +259,13 @@ class Subscription:
     # ------------------------------------------------------------------ RTCP (rtcp.FeedbackTarget)
 
     def on_keyframe_request(self) -> None:
-        if self.source is not None:
-            self.source.request_keyframe(f"{self.subscriber_id} PLI/FIR")
+        layer = self._awaited()
+        if layer is not None:
+            layer.request_keyframe(f"{self.subscriber_id} PLI/FIR")
 
     def on_nack(self, lost: list[int]) -> None:
         """Answer from the source's shared history (plain retransmission, no RTX)."""
-        source = self.source
+        source = self.layer
         if source is None or self._waiting:
             return
         for out_seq in lost:
@@ -179,7 +274,7 @@ class Subscription:
             if packet is None:
                 continue
             _, _, _, ts, _ = HEADER.unpack_from(packet)
-            info = vp8.parse(packet, 12 + 4 * (packet[0] & 0x0F)) if source.is_vp8 else None
+            info = vp8.parse(packet, 12 + 4 * (packet[0] & 0x0F)) if source.track.is_vp8 else None
             self._emit(packet, out_seq, (ts + self._rewriter.ts_offset) & 0xFFFFFFFF, info)
             self.retransmitted += 1
 

@@ -34,13 +34,13 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import AnyRtcpPacket
 from aiortc.sdp import candidate_from_sdp
 
-from . import aiortc_seams as seams, rtcp
+from . import aiortc_seams as seams, rtcp, simulcast
 from .config import MediaSettings
 from .rtp import MalformedPacket
 from .subscription import Subscription
 
 if TYPE_CHECKING:
-    from .track import PublishedTrack
+    from .track import Layer, PublishedTrack
 
 logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
@@ -125,7 +125,9 @@ class Transport:
         self.pc = RTCPeerConnection(rtc_configuration(settings))
         self._owner = owner
         self._settings = settings
-        self._inbound: dict[int, PublishedTrack] = {}
+        self._inbound: dict[int, Layer] = {}
+        self.simulcast_offers: dict[str, simulcast.SimulcastOffer] = {}
+        """Simulcast sections of the client's last offer, by mid."""
         self._published: dict[RTCRtpTransceiver, PublishedTrack] = {}
         self._outbound: dict[int, Subscription] = {}
         self._subscriptions: list[Subscription] = []
@@ -158,18 +160,21 @@ class Transport:
         publish, up to its track limit. ``track_ids`` maps a section's mid to the adapter's
         track id; given, it is also the list of sections the adapter announced, and any other
         section the client sends on is refused (answered ``inactive``). Without it every
-        sending section is published as ``"{participant}/{mid}"``.
+        sending section is published as ``"{participant}/{mid}"``. Simulcast sections are
+        answered so that every layer offered is received.
         """
         if self.role is TransportRole.SUBSCRIBER:
             raise RuntimeError("the SFU offers on a subscriber transport")
+        offered_simulcast = simulcast.parse_offer(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self.simulcast_offers = offered_simulcast
         await self._bind_offered_slots()
         self._admit_sections(track_ids)
         answer = await self.pc.createAnswer()
         seams.prepare_ice(self.pc, self._settings)
         await self.pc.setLocalDescription(answer)
         self._negotiated(track_ids or {})
-        return self.pc.localDescription.sdp
+        return simulcast.complete_answer(sdp, self.pc.localDescription.sdp)
 
     async def create_offer(self) -> str:
         """An offer for what the SFU sends (subscriber transport); apply the answer next."""
@@ -352,7 +357,7 @@ class Transport:
 
     def _drop_published(self, transceiver: RTCRtpTransceiver) -> None:
         track = self._published.pop(transceiver)
-        for ssrc in [ssrc for ssrc, t in self._inbound.items() if t is track]:
+        for ssrc in [ssrc for ssrc, layer in self._inbound.items() if layer.track is track]:
             del self._inbound[ssrc]
         self._owner._unpublish_incoming(track)
 
@@ -409,16 +414,19 @@ class Transport:
             self.stats.malformed_rtp += 1
             return
         ssrc = _SSRC.unpack_from(data, 8)[0]
-        track = self._inbound.get(ssrc)
-        if track is None:
-            receiver = seams.identify_stream(dtls, data)
-            track = next((t for tr, t in self._published.items() if tr.receiver is receiver), None)
-            if track is None or not track.accepts(ssrc):
-                self.stats.unknown_rtp += 1
-                return
-            self._inbound[ssrc] = track
+        layer = self._inbound.get(ssrc)
         try:
-            track.receive(data, ssrc)
+            if layer is None:
+                receiver = seams.identify_stream(dtls, data)
+                track = next(
+                    (t for tr, t in self._published.items() if tr.receiver is receiver), None
+                )
+                layer = track.stream_for(ssrc, data) if track is not None else None
+                if layer is None:
+                    self.stats.unknown_rtp += 1
+                    return
+                self._inbound[ssrc] = layer
+            layer.receive(data, ssrc)
         except MalformedPacket:
             self.stats.malformed_rtp += 1
 

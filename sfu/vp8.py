@@ -66,6 +66,29 @@ def parse(data: bytes, offset: int) -> Vp8Info:
     return Vp8Info(keyframe, picture_id, pid_pos, pid_bits, tl0, tl0_pos)
 
 
+def keyframe_size(data: bytes, offset: int) -> tuple[int, int] | None:
+    """Width and height from the first packet of a key frame (RFC 6386 §9.1: the 3-byte frame
+    tag, the start code, then 14-bit width and height; clear under end-to-end encryption)."""
+    pos = _descriptor_end(data, offset)
+    if pos + 10 > len(data) or data[pos + 3 : pos + 6] != b"\x9d\x01\x2a":
+        return None
+    width = (data[pos + 6] | data[pos + 7] << 8) & 0x3FFF
+    height = (data[pos + 8] | data[pos + 9] << 8) & 0x3FFF
+    return width, height
+
+
+def _descriptor_end(data: bytes, offset: int) -> int:
+    """Where the VP8 payload starts after the descriptor at ``offset``."""
+    pos = offset + 1
+    if pos < len(data) and data[offset] & 0x80:
+        x = data[pos]
+        pos += 1
+        if x & 0x80 and pos < len(data):
+            pos += 2 if data[pos] & 0x80 else 1
+        pos += bool(x & 0x40) + bool(x & 0x30)
+    return pos
+
+
 class PictureIdRewriter:
     """Keeps one subscriber's PictureID and TL0PICIDX continuous across source switches.
 

@@ -13,13 +13,14 @@ import secrets
 
 from mautrix.types import Membership, RoomID, UserID
 from playwright.async_api import Browser, Page
-from yarl import URL
 import pytest
 
 from demo.bridge_process import BridgeProcess
 from demo.matrix_client import matrix_client, wait_for_membership
 from demo.synapse import SERVER_NAME, MatrixUser, Synapse
 from demo.waiting import eventually
+
+from .support.call_page import open_call, state
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 NAMES = ("alice", "bob", "carol")
@@ -41,43 +42,6 @@ async def room_id(
     return room
 
 
-async def open_call(
-    browser: Browser,
-    pages_url: str,
-    bridge: BridgeProcess,
-    synapse: Synapse,
-    user: MatrixUser,
-    room_id: RoomID,
-    e2ee_key: str | None,
-    signal: str,
-    signal_paths: list[str],
-) -> Page:
-    """The call page; the paths of the signalling WebSockets it opens go to ``signal_paths``
-    (livekit-client falls back from v1 to v0 silently)."""
-    params = {
-        "hs": synapse.base_url,
-        "token": user.access_token,
-        "user": user.user_id,
-        "device": user.device_id,
-        "room": room_id,
-        "focus": bridge.focus_url,
-    }
-    if e2ee_key:
-        params["e2ee"] = e2ee_key
-    if signal == "v0":
-        params["signal"] = signal
-    context = await browser.new_context()
-    page = await context.new_page()
-    page.on("websocket", lambda socket: signal_paths.append(URL(socket.url).path))
-    await page.goto(str(URL(f"{pages_url}/call.html").with_query(params)))
-    return page
-
-
-async def state(page: Page) -> dict[str, Any]:
-    result: dict[str, Any] = await page.evaluate("window.callState()")
-    return result
-
-
 async def wait_for_media_from_everyone(pages: dict[str, Page], e2ee: bool) -> None:
     """Every page has the two others' video playing and audio arriving, and both advance."""
 
@@ -95,11 +59,17 @@ async def wait_for_media_from_everyone(pages: dict[str, Page], e2ee: bool) -> No
             for s in states.values()
         )
 
+    seen: list[dict[str, dict[str, Any]]] = []
+
     async def probe() -> dict[str, dict[str, Any]] | None:
         states = await snapshot()
+        seen[:] = [states]
         return states if complete(states) else None
 
-    first = await eventually(probe, timeout=60, interval=0.5)
+    try:
+        first = await eventually(probe, timeout=60, interval=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"not everyone has media: {seen}") from e
     await asyncio.sleep(2)
     second = await snapshot()
     for name, page_state in second.items():
@@ -146,4 +116,69 @@ async def test_three_browsers_see_and_hear_each_other(
         assert identities == {f"{users[n].user_id}:{users[n].device_id}" for n in NAMES}
     finally:
         for page in pages.values():
+            await page.context.close()
+
+
+async def show_remote_video(page: Page, width: int) -> None:
+    """Lay the (only) remote tile out ``width`` CSS pixels wide, 16:9; adaptiveStream reports
+    the new size to the SFU."""
+    await page.evaluate(
+        """(width) => {
+            const tiles = document.getElementById("tiles");
+            tiles.style.display = "block";
+            for (const tile of tiles.children) tile.style.width = `${width}px`;
+        }""",
+        width,
+    )
+
+
+async def wait_for_video_size(page: Page, identity: str, size: tuple[int, int]) -> None:
+    """Until the remote video from ``identity`` decodes at ``size``."""
+    seen: list[object] = []
+
+    async def probe() -> bool:
+        remote = (await state(page))["remotes"].get(identity, {})
+        seen[:] = [remote]
+        return (remote.get("videoWidth"), remote.get("videoHeight")) == size
+
+    try:
+        await eventually(probe, timeout=90)
+    except AssertionError as e:
+        raise AssertionError(f"no {size} video from {identity}: {seen}") from e
+
+
+@pytest.mark.parametrize("signal", ["v1", "v0"])
+async def test_simulcast_layer_follows_tile_size(
+    browser: Browser,
+    pages_url: str,
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+    signal: str,
+) -> None:
+    """Element Call's publishing (720p camera as 180p/360p/720p simulcast) reaches the SFU in
+    all three layers, and a subscriber with adaptiveStream decodes the layer its tile needs:
+    the top one for a large tile, the lowest for a small one, switching as the tile is
+    resized."""
+    paths: list[str] = []
+
+    async def join(name: str, **options: str) -> Page:
+        return await open_call(
+            browser, pages_url, running_bridge, synapse, users[name], room_id, None, signal,
+            paths, options="element-call", **options,
+        )  # fmt: skip
+
+    alice = await join("alice")
+    bob = await join("bob", publish="none")
+    await bob.set_viewport_size({"width": 1600, "height": 1000})
+    publisher = f"{users['alice'].user_id}:{users['alice'].device_id}"
+    try:
+        for width, size in ((1280, (1280, 720)), (160, (320, 180)), (1280, (1280, 720))):
+            await show_remote_video(bob, width)
+            await wait_for_video_size(bob, publisher, size)
+        assert (await state(bob))["remotes"][publisher]["layers"] == [320, 640, 1280]
+        assert set(paths) == {"/rtc/v1" if signal == "v1" else "/rtc"}
+    finally:
+        for page in (alice, bob):
             await page.context.close()

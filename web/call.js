@@ -1,9 +1,12 @@
 // A minimal call page: Matrix OpenID token -> our token service -> livekit-client.
 // URL parameters: hs (homeserver URL), token (Matrix access token), user, device, room
 // (Matrix room ID), focus (token service URL), optional e2ee (shared key), name (room label),
-// signal=v0 (LiveKit signalling v0, two peer connections, instead of livekit-client's v1).
+// signal=v0 (LiveKit signalling v0, two peer connections, instead of livekit-client's v1),
+// options=element-call (Element Call's room options: 720p camera sent as 180p/360p/720p
+// simulcast, adaptive stream, dynacast; without it livekit-client's defaults with a 360p
+// camera), publish=none (receive only).
 import {
-  ExternalE2EEKeyProvider, Room, RoomEvent, Track,
+  ExternalE2EEKeyProvider, Room, RoomEvent, Track, VideoPresets,
 } from "livekit-client";
 
 const params = new URLSearchParams(location.search);
@@ -59,10 +62,31 @@ function tileFor(participant) {
   return tile;
 }
 
+// As element-call:src/livekit/options.ts sets them.
+const ELEMENT_CALL_OPTIONS = {
+  adaptiveStream: true,
+  dynacast: true,
+  videoCaptureDefaults: { resolution: VideoPresets.h720.resolution },
+  publishDefaults: {
+    dtx: true,
+    red: false,
+    simulcast: true,
+    videoSimulcastLayers: [VideoPresets.h180, VideoPresets.h360],
+    videoCodec: "vp8",
+    videoEncoding: VideoPresets.h720.encoding,
+  },
+};
+
 async function createRoom() {
   const options = {
-    adaptiveStream: false,
-    dynacast: false,
+    ...(params.get("options") === "element-call"
+      ? ELEMENT_CALL_OPTIONS
+      // Light on CPU, for tests with several pages: a 360p camera, every layer received.
+      : {
+        adaptiveStream: false,
+        dynacast: false,
+        videoCaptureDefaults: { resolution: VideoPresets.h360.resolution },
+      }),
     singlePeerConnection: params.get("signal") !== "v0",
   };
   const sharedKey = params.get("e2ee");
@@ -101,10 +125,12 @@ async function start() {
     .on(RoomEvent.Disconnected, () => setStatus("Disconnected"));
   setStatus("Connecting…");
   await room.connect(url, jwt, { autoSubscribe: true });
-  await room.localParticipant.enableCameraAndMicrophone();
-  const local = tileFor(room.localParticipant);
-  const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
-  if (camera) local.prepend(camera.attach());
+  if (params.get("publish") !== "none") {
+    await room.localParticipant.enableCameraAndMicrophone();
+    const local = tileFor(room.localParticipant);
+    const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
+    if (camera) local.prepend(camera.attach());
+  }
   leaveButton.disabled = false;
   leaveButton.onclick = () => room.disconnect();
   setStatus(`Connected as ${room.localParticipant.identity}`);
@@ -124,6 +150,9 @@ window.callState = async () => {
         const element = track.attachedElements[0];
         entry.videoFrames = element?.getVideoPlaybackQuality?.().totalVideoFrames ?? 0;
         entry.videoWidth = element?.videoWidth ?? 0;
+        entry.videoHeight = element?.videoHeight ?? 0;
+        // Widths of the layers the server announces for it.
+        entry.layers = publication.trackInfo?.layers?.map((layer) => layer.width) ?? [];
       } else if (track.kind === "audio") {
         const stats = await track.receiver?.getStats();
         stats?.forEach((report) => {
@@ -133,9 +162,18 @@ window.callState = async () => {
     }
     remotes[participant.identity] = entry;
   }
+  // The camera's encodings being sent: frame width by RID (one "" without simulcast).
+  const sending = {};
+  const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
+  (await camera?.sender?.getStats())?.forEach((report) => {
+    if (report.type === "outbound-rtp" && report.frameWidth) {
+      sending[report.rid ?? ""] = report.frameWidth;
+    }
+  });
   return {
     connected: room.state === "connected",
     identity: room.localParticipant.identity,
+    sending,
     e2ee: room.isE2EEEnabled,
     remotes,
   };

@@ -110,41 +110,5 @@ def check_sdp(sdp: str, kind: str) -> None:
         raise ProtocolViolation(f"bad SDP {kind}: not a WebRTC session description")
 
 
-_RID_EXTENSIONS = (
-    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-)
-
-
-def accept_rid_extensions(offer: str, answer: str) -> str:
-    """Accept the RID header extensions in the answer wherever the client offered them.
-
-    aiortc declines them, and Chrome then leaves them out of every later offer in the BUNDLE
-    and refuses its own offer once a simulcast track is added ("negotiates simulcast but does
-    not negotiate the RID RTP header extension"): on one connection, whose receive-only video
-    sections are answered before the camera is published, no video could be published at all.
-    Accepting them costs nothing: the answer has no ``a=simulcast``, so browsers send a single
-    encoding, and the SFU strips header extensions when forwarding.
-    """
-    offered: dict[str, list[str]] = {}
-    for section in offer.split("\r\nm=")[1:]:
-        mid = MID_LINE.search(section)
-        if mid:
-            offered[mid.group(1)] = [
-                line
-                for line in section.split("\r\n")
-                if line.startswith("a=extmap:") and line.split()[1] in _RID_EXTENSIONS
-            ]
-    head, *sections = answer.split("\r\nm=")
-    for index, section in enumerate(sections):
-        mid = MID_LINE.search(section)
-        if mid is None:
-            continue
-        missing = [line for line in offered.get(mid.group(1), []) if line not in section]
-        lines = "".join(f"\r\n{line}" for line in missing)
-        sections[index] = section[: mid.end()] + lines + section[mid.end() :]
-    return "\r\nm=".join([head, *sections])
-
-
 def encode_response(response: rtc.SignalResponse) -> bytes:
     return response.SerializeToString()

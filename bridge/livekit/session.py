@@ -35,11 +35,11 @@ from sfu import Participant, TrackInfo, TrackKind, Transport, TransportRole
 
 from ..focus.tokens import FocusGrant, FocusTokens
 from .ids import new_sid
+from .layers import arriving_layers, quality_layer
 from .protocol import (
     MID_LINE,
     PROTOCOL_VERSION,
     ProtocolViolation,
-    accept_rid_extensions,
     check_sdp,
     decode_request,
     encode_response,
@@ -287,7 +287,6 @@ class SignalSession(ABC):
             answer = await self.offered.accept_offer(offer.sdp, track_ids)
         except Exception as e:
             raise ProtocolViolation(f"bad SDP offer: {e}") from e
-        answer = accept_rid_extensions(offer.sdp, answer)
         description = self._description("answer", answer, self.offered, offer.id)
         self.post(rtc.SignalResponse(answer=description))
 
@@ -377,11 +376,19 @@ class SignalSession(ABC):
                 log.debug("Session %s: no track %s to subscribe to", self.me.sid, sid)
 
     def _on_track_setting(self, request: rtc.UpdateTrackSettings) -> None:
-        """adaptiveStream pauses video the client does not display."""
+        """adaptiveStream pauses video the client does not display and sends the size of the
+        element that shows it; without a size the client asks for a quality."""
+        off = request.disabled or request.quality == models.VideoQuality.OFF
         for sid in request.track_sids:
             subscription = self.participant.subscription_for(sid)
-            if subscription is not None:
-                subscription.set_paused(request.disabled)
+            if subscription is None or subscription.source is None:
+                continue
+            subscription.set_paused(off)
+            if request.width and request.height:
+                subscription.prefer_size(request.width, request.height)
+            elif not off:
+                rids = subscription.source.info.layers
+                subscription.prefer_layer(quality_layer(rids, request.quality))
 
     def _on_update_metadata(self, request: rtc.UpdateParticipantMetadata) -> None:
         self.me.name = request.name or self.me.name
@@ -437,7 +444,13 @@ class SignalSession(ABC):
                 del self._pending[cid]
                 info.mime_type = track.codec
                 info.mid = track.mid or ""
-                info.codecs.append(models.SimulcastCodecInfo(mime_type=track.codec, mid=info.mid))
+                layers = arriving_layers(info.layers, track.layers)
+                del info.layers[:]
+                info.layers.extend(layers)
+                info.simulcast = len(layers) > 1
+                info.codecs.append(
+                    models.SimulcastCodecInfo(mime_type=track.codec, mid=info.mid, layers=layers)
+                )
                 self._announced[info.sid] = info
                 return info
         return None

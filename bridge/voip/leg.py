@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mau.voip.leg")
 
 STREAM_ID = "conference"
+DIAL_IN_VIDEO_SIZE = (640, 360)
+"""The tile a 1:1 client is sent video for: of a simulcast camera (180p/360p/720p from
+Element Call) the middle layer, sharp in a call window without the top layer's bandwidth."""
 """The ``a=msid`` stream of what the caller receives, named in our ``sdp_stream_metadata``."""
 
 
@@ -67,6 +70,7 @@ class MediaLeg:
         if "video" in kinds and self._video is None:
             self._video = self.participant.add_slot(TrackKind.VIDEO, self.transport.id)
             self._video.set_msid(STREAM_ID, "speaker")
+            self._video.prefer_size(*DIAL_IN_VIDEO_SIZE)
         answer = await self.transport.accept_offer(sdp)
         self._show(self.conference.dominant_speaker)
         return answer

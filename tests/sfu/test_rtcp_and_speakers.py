@@ -46,7 +46,7 @@ async def test_subscriber_pli_reaches_publisher_rate_limited(room: Room) -> None
 
 def alice_pending(room: Room) -> bool:
     """Whether a deferred key-frame request of alice's video is still queued."""
-    return room.conference.published_track("alice-video")._pending_request is not None
+    return room.conference.published_track("alice-video").layers[0]._pending_request is not None
 
 
 async def test_late_joiner_gets_a_decodable_keyframe(room: Room) -> None:

@@ -19,6 +19,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     pack_remb_fci,
 )
+from packets import rtp, vp8_payload
 import pytest
 
 from sfu import h264, rtcp, vp8
@@ -26,21 +27,6 @@ from sfu.history import PacketHistory
 from sfu.rewriter import SequenceRewriter
 from sfu.rtp import NO_AUDIO_LEVEL, MalformedPacket, canonicalize, unwrap_rtx
 from sfu.speaker import SpeakerDetector
-
-
-def rtp(
-    seq: int = 1,
-    ts: int = 1000,
-    ssrc: int = 0x1234,
-    pt: int = 96,
-    ext: bytes = b"",
-    payload: bytes = b"payload",
-    csrcs: int = 0,
-) -> bytes:
-    b0 = 0x80 | (0x10 if ext else 0) | csrcs
-    header = struct.pack("!BBHII", b0, pt, seq, ts, ssrc) + bytes(4 * csrcs)
-    return header + ext + payload
-
 
 # ---------------------------------------------------------------------- rtp
 
@@ -87,20 +73,6 @@ def test_unwrap_rtx_restores_original() -> None:
 
 
 # ---------------------------------------------------------------------- codecs
-
-
-def vp8_payload(
-    start: bool = True, key: bool = True, pid: int | None = 0x1234, tl0: int | None = 7
-) -> bytes:
-    b0 = (0x80 if pid is not None or tl0 is not None else 0) | (0x10 if start else 0)
-    out = bytes([b0])
-    if b0 & 0x80:
-        out += bytes([(0x80 if pid is not None else 0) | (0x40 if tl0 is not None else 0)])
-        if pid is not None:
-            out += bytes([0x80 | pid >> 8, pid & 0xFF])
-        if tl0 is not None:
-            out += bytes([tl0])
-    return out + bytes([0x00 if key else 0x01, 0x9D, 0x01, 0x2A])
 
 
 def test_vp8_descriptor() -> None:
