@@ -15,7 +15,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from yarl import URL
 
-from sfu import IceServer, MediaSettings
+from sfu import IceServer, MediaSettings, TurnSecret
 
 from . import resources
 from .focus.access import RoomsWithoutBot
@@ -102,6 +102,9 @@ class Config(BaseFileConfig):
             *(f"focus.limits.{field.name}" for field in fields(FocusLimits)),
             "media.bind_addresses",
             "media.ice_servers",
+            "media.turn_uris",
+            "media.turn_shared_secret",
+            "media.turn_ttl",
             *(f"media.limits.{name}" for name in LIMITS),
         ):
             copy(key)
@@ -149,6 +152,7 @@ class Config(BaseFileConfig):
             servers.append(
                 IceServer(tuple(urls), server.get("username"), server.get("credential"))
             )
+        turn = self.turn_secret()
         tracks, connecting = self.limit("tracks_per_participant"), self.limit("connecting")
         connect_timeout = self.limit("connect_timeout")
         try:
@@ -158,12 +162,34 @@ class Config(BaseFileConfig):
                 udp_port_min=ports[0] or None,
                 udp_port_max=ports[1] or None,
                 ice_servers=tuple(servers),
+                turn=turn,
                 max_tracks_per_participant=tracks,
                 connect_timeout=connect_timeout,
                 max_connecting_transports=connecting,
             )
         except ValueError as e:
             raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e
+
+    def turn_secret(self) -> TurnSecret | None:
+        """``media.turn_uris`` with ``media.turn_shared_secret``; None when neither is set.
+
+        Raises:
+            ValueError: a value is invalid, or one is set without the other; names the key.
+        """
+        urls = self.get("media.turn_uris", None) or []
+        secret = self.get("media.turn_shared_secret", "") or ""
+        ttl = self.get("media.turn_ttl", 86400)
+        if not isinstance(urls, list) or not all(
+            isinstance(url, str) and url.startswith(("turn:", "turns:")) for url in urls
+        ):
+            raise ValueError("media.turn_uris: a list of turn: or turns: URIs")
+        if not isinstance(secret, str):
+            raise ValueError("media.turn_shared_secret: must be text")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= 7 * 86400:
+            raise ValueError("media.turn_ttl: must be 60-604800 seconds")
+        if bool(urls) != bool(secret):
+            raise ValueError("media.turn_uris and media.turn_shared_secret: set both (or neither)")
+        return TurnSecret(tuple(urls), secret, ttl) if urls else None
 
     def limit(self, name: str) -> int:
         """``media.limits.<name>``, a positive whole number.

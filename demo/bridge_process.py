@@ -52,6 +52,8 @@ class BridgeProcess:
         self.workdir = workdir
         self.port = free_port()
         self.focus_port = free_port()
+        self.focus_host = "127.0.0.1"
+        """Where the focus listener is reached (its ``focus.hostname``)."""
         self.config_path = workdir / "config.yaml"
         self.registration_path = workdir / "registration.yaml"
         self.homeserver_url = homeserver_url
@@ -73,7 +75,7 @@ class BridgeProcess:
     @property
     def focus_url(self) -> str:
         """The focus listener, also configured as its public URL (no reverse proxy here)."""
-        return f"http://127.0.0.1:{self.focus_port}"
+        return f"http://{self.focus_host}:{self.focus_port}"
 
     def configure(self, permissions: dict[str, str]) -> None:
         """Follow the README: first run writes a config, edit it, generate the registration."""

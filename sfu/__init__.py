@@ -30,6 +30,7 @@ from .participant import Participant
 from .server import SFU
 from .subscription import Subscription
 from .transport import LocalCandidate, Transport, TransportRole
+from .turn import TurnSecret
 
 __all__ = [
     "SFU",
@@ -57,4 +58,5 @@ __all__ = [
     "TrackUnpublished",
     "Transport",
     "TransportRole",
+    "TurnSecret",
 ]
