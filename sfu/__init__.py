@@ -28,6 +28,7 @@ from .events import (
 from .mixer import AudioMixer
 from .participant import Participant
 from .server import SFU
+from .stats import MediaCounters
 from .subscription import Subscription
 from .transport import LocalCandidate, Transport, TransportRole
 from .turn import TurnSecret
@@ -41,6 +42,7 @@ __all__ = [
     "IceServer",
     "KeyframeRequested",
     "LocalCandidate",
+    "MediaCounters",
     "MediaSettings",
     "NegotiationNeeded",
     "Participant",

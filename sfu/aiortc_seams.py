@@ -368,6 +368,11 @@ class PublisherFeedback:
     def request_keyframe(self) -> None:
         self._spawn(self._receiver._send_rtcp_pli(self._ssrc))
 
+    @property
+    def packets_lost(self) -> int:
+        """Cumulative, as the receiver reports count it."""
+        return int(self._stats.packets_lost)
+
     def close(self) -> None:
         self._receiver._RTCRtpReceiver__remote_streams.pop(self._ssrc, None)
         for task in self._tasks:

@@ -217,8 +217,12 @@ class Participant:
 
     async def _close(self) -> None:
         self.state = ParticipantState.DISCONNECTED
+        retired = self._conference.retired
         for transport in self._transports.values():
             await transport.close()  # never raises: it releases what it can
+            retired.add_transport(transport.stats)
+        for subscription in self._subscriptions:
+            retired.add_subscription(subscription)
         self._transports.clear()
         self._subscriptions.clear()
         self._published.clear()

@@ -40,6 +40,12 @@ class Subscription:
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmitted = 0
+        self.nacked = 0
+        """Packets the subscriber asked for again."""
+        self.keyframe_requests = 0
+        """PLIs and FIRs from the subscriber."""
+        self.packets_lost = 0
+        """Cumulative, from the subscriber's latest receiver report."""
         self.fraction_lost = 0
         self.jitter = 0
         self._msid: tuple[str, str] | None = None
@@ -165,11 +171,13 @@ class Subscription:
     # ------------------------------------------------------------------ RTCP (rtcp.FeedbackTarget)
 
     def on_keyframe_request(self) -> None:
+        self.keyframe_requests += 1
         if self.source is not None:
             self.source.request_keyframe(f"{self.subscriber_id} PLI/FIR")
 
     def on_nack(self, lost: list[int]) -> None:
         """Answer from the source's shared history (plain retransmission, no RTX)."""
+        self.nacked += len(lost)
         source = self.source
         if source is None or self._waiting:
             return
@@ -185,6 +193,7 @@ class Subscription:
 
     def on_receiver_report(self, report: RtcpReceiverInfo) -> None:
         self.fraction_lost = report.fraction_lost
+        self.packets_lost = report.packets_lost
         self.jitter = report.jitter
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:

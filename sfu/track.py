@@ -49,6 +49,9 @@ class PublishedTrack:
         self.history = PacketHistory(history_size)
         self.ssrc: int | None = None
         self.packets_received = 0
+        self.octets_received = 0
+        self.keyframe_requests = 0
+        """Key-frame requests sent to the publisher."""
         self.subscriptions: list[Subscription] = []
         self.taps: list[Callable[[bytes, int, int], None]] = []
         """Called with (packet, payload offset, seq) for each unmuted packet: the audio mixer
@@ -64,6 +67,11 @@ class PublishedTrack:
         self._on_keyframe_request = on_keyframe_request
         self._on_audio_level = on_audio_level
         self._h264 = info.codec.lower() == "video/h264"
+
+    @property
+    def packets_lost(self) -> int:
+        """Packets of the publisher that did not arrive (so far, by sequence numbers)."""
+        return self._feedback.packets_lost if self._feedback is not None else 0
 
     @property
     def muted(self) -> bool:
@@ -123,6 +131,7 @@ class PublishedTrack:
         assert self._feedback is not None
         self._feedback.received(seq, ts)
         self.packets_received += 1
+        self.octets_received += len(packet)
         now = time.monotonic()
         if level != NO_AUDIO_LEVEL:
             self._on_audio_level(self.info.participant_id, level, now)
@@ -178,5 +187,6 @@ class PublishedTrack:
         if self._feedback is None:
             return
         self._last_keyframe_request = time.monotonic()
+        self.keyframe_requests += 1
         self._feedback.request_keyframe()
         self._on_keyframe_request(self.info.track_id, reason)

@@ -1,0 +1,37 @@
+"""The SFU's running totals, read as a metrics scrape reads them: they move with the media
+and never go backwards when participants leave."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sfu_peers import Room, wait_for
+
+from sfu import SFU, MediaCounters
+
+
+def grown(before: MediaCounters, after: MediaCounters) -> dict[str, int]:
+    return {key: value - asdict(before)[key] for key, value in asdict(after).items()}
+
+
+async def test_totals_count_media_and_survive_leaving(sfu_server: SFU, room: Room) -> None:
+    start = sfu_server.media_counters()
+    alice, bob = room.add("alice"), room.add("bob")
+    await alice.publish(luma=60, amplitude=0.1)
+    await wait_for(lambda: bob.video_from("alice").video_frames >= 20)
+
+    during = grown(start, sfu_server.media_counters())
+    assert during["packets_in"] > 20
+    assert during["bytes_in"] > 12 * during["packets_in"]
+    assert during["packets_out"] > 20
+    assert during["bytes_out"] > 12 * during["packets_out"]
+    assert during["keyframe_requests_out"] >= 1  # bob waited for a key frame
+    assert during["malformed_rtp"] == during["unknown_rtp"] == 0
+
+    before_leaving = sfu_server.media_counters()
+    await bob.close()
+    await room.conference.remove("bob")
+    await alice.close()
+    await room.conference.remove("alice")
+    after = grown(before_leaving, sfu_server.media_counters())
+    assert all(value >= 0 for value in after.values()), after
