@@ -22,6 +22,7 @@ from .focus.access import RoomsWithoutBot
 from .focus.client_address import IPNetwork, parse_networks
 from .focus.limits import FocusLimits
 from .livekit.service import SessionLimits
+from .metrics import MetricsSettings
 from .permissions import PermissionLevel
 
 TOKEN_PLACEHOLDER = "This value is generated when generating the registration"
@@ -106,6 +107,9 @@ class Config(BaseFileConfig):
             "media.turn_shared_secret",
             "media.turn_ttl",
             *(f"media.limits.{name}" for name in LIMITS),
+            "metrics.enabled",
+            "metrics.hostname",
+            "metrics.port",
         ):
             copy(key)
         for key in (
@@ -215,6 +219,21 @@ class Config(BaseFileConfig):
             raise ValueError("must be a list of addresses or networks")
         return parse_networks(values)
 
+    def metrics_settings(self) -> MetricsSettings:
+        """The ``metrics`` section. Raises ValueError naming the first bad key."""
+        enabled = self.get("metrics.enabled", False)
+        hostname = self.get("metrics.hostname", "")
+        port = self.get("metrics.port", None)
+        if not isinstance(enabled, bool):
+            raise ValueError("metrics.enabled: must be true or false")
+        if not (isinstance(hostname, str) and hostname.strip()):
+            raise ValueError("metrics.hostname: must not be empty")
+        if not _is_port(port):
+            raise ValueError("metrics.port: must be 1-65535")
+        if enabled and port in (self.get("appservice.port", None), self.get("focus.port", None)):
+            raise ValueError("metrics.port: must differ from appservice.port and focus.port")
+        return MetricsSettings(enabled, hostname, port)
+
     def focus_limits(self) -> FocusLimits:
         """``focus.limits``. Raises ValueError naming the first bad key."""
         values = {}
@@ -298,6 +317,11 @@ class Config(BaseFileConfig):
         except (ValueError, TypeError, KeyError) as e:
             found.append(ConfigProblem("media", str(e)))
         found.extend(self._focus_problems())
+        try:
+            self.metrics_settings()
+        except ValueError as e:
+            key, _, message = str(e).partition(": ")
+            found.append(ConfigProblem(key, message))
         if need_tokens:
             check(
                 self.registered,

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge import resources
-from bridge.config import Config
-from demo.bridge_process import edit_config
 from sfu import IceServer, MediaSettings, TurnSecret
+
+from .support.configs import example_config_with
 
 URL = "turn:turn.example.org:3478?transport=udp"
 
@@ -42,22 +41,13 @@ def test_incomplete_turn_settings_are_refused(urls: tuple[str, ...], secret: str
         TurnSecret(urls, secret)
 
 
-def config_with(tmp_path: Path, values: dict[str, object]) -> Config:
-    path = tmp_path / "config.yaml"
-    path.write_text(resources.example_config())
-    edit_config(path, values)
-    config = Config(str(path))
-    config.load()
-    return config
-
-
 def test_config_keys_make_turn_settings(tmp_path: Path) -> None:
-    config = config_with(
+    config = example_config_with(
         tmp_path,
         {"media.turn_uris": [URL], "media.turn_shared_secret": "s3cret", "media.turn_ttl": 600},
     )
     assert config.media_settings().turn == TurnSecret((URL,), "s3cret", 600)
-    assert config_with(tmp_path, {}).media_settings().turn is None
+    assert example_config_with(tmp_path, {}).media_settings().turn is None
 
 
 @pytest.mark.parametrize(
@@ -73,8 +63,8 @@ def test_config_keys_make_turn_settings(tmp_path: Path) -> None:
 def test_bad_turn_config_names_the_key(
     tmp_path: Path, values: dict[str, object], message: str
 ) -> None:
-    problems = config_with(tmp_path, {"homeserver.domain": "example.org", **values}).problems(
-        need_tokens=False
-    )
+    problems = example_config_with(
+        tmp_path, {"homeserver.domain": "example.org", **values}
+    ).problems(need_tokens=False)
     assert [problem.key for problem in problems] == ["media"]
     assert message in str(problems[0])
