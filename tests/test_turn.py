@@ -22,9 +22,13 @@ import time
 from mautrix.types import RoomID
 import pytest
 
+from bridge.doctor.findings import Finding, Status
+from bridge.doctor.probes import turn_findings
 from demo.bridge_process import BridgeProcess, edit_config
 from demo.livekit_client import focus_token
 from demo.synapse import MatrixUser, Synapse
+from demo.waiting import eventually
+from sfu import MediaSettings, TurnSecret
 
 from .conftest import bridge_running_on
 from .support.calls import LUMAS, ClientFactory
@@ -138,3 +142,24 @@ async def test_client_behind_a_firewall_gets_media_through_turn(
     answer = alice.pub_pc.remoteDescription
     assert answer is not None
     assert " typ relay" in answer.sdp
+
+
+async def test_doctor_checks_minted_credentials(tmp_path: Path) -> None:
+    """The doctor allocates with credentials minted as the bridge mints them."""
+    options = ("--use-auth-secret", f"--static-auth-secret={SECRET}", "--realm=turn.test")
+    with coturn(tmp_path, "127.0.0.1", *options) as port:
+        url = f"turn:127.0.0.1:{port}?transport=udp"
+
+        async def findings(secret: str) -> list[Finding]:
+            settings = MediaSettings(turn=TurnSecret((url,), secret))
+            return await turn_findings(settings.ice_servers_for("doctor", time.time()))
+
+        async def accepted() -> Finding | None:
+            [finding] = await findings(SECRET)
+            return finding if finding.status is Status.OK else None
+
+        await eventually(accepted, timeout=30)
+        [refused] = await findings("not-the-secret")
+        assert refused.status is Status.FAIL
+        assert "refuses the credentials (401" in refused.line()
+        assert "media.turn_shared_secret" in refused.line()
