@@ -353,6 +353,7 @@ class PublisherFeedback:
         self._header: Any = _Header()
         self._stats = StreamStatistics(clock_rate)
         self._nack = NackGenerator() if nack else None
+        self._lost = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._receiver._RTCRtpReceiver__remote_streams[ssrc] = self._stats
 
@@ -370,8 +371,10 @@ class PublisherFeedback:
 
     @property
     def packets_lost(self) -> int:
-        """Cumulative, as the receiver reports count it."""
-        return int(self._stats.packets_lost)
+        """Cumulative, as receiver reports count it, but never decreasing: a retransmission
+        that fills a gap later does not undo the loss (monitoring counts only go up)."""
+        self._lost = max(self._lost, int(self._stats.packets_lost))
+        return self._lost
 
     def close(self) -> None:
         self._receiver._RTCRtpReceiver__remote_streams.pop(self._ssrc, None)

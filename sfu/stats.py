@@ -55,7 +55,7 @@ class MediaCounters:
         self.packets_out += subscription.packets_sent
         # octets_sent counts payload only, as sender reports need: add the fixed headers.
         self.bytes_out += subscription.octets_sent + 12 * subscription.packets_sent
-        self.lost_out += max(0, subscription.packets_lost)
+        self.lost_out += subscription.packets_lost
         self.nacked += subscription.nacked
         self.retransmitted += subscription.retransmitted
         self.keyframe_requests_in += subscription.keyframe_requests

@@ -45,7 +45,7 @@ class Subscription:
         self.keyframe_requests = 0
         """PLIs and FIRs from the subscriber."""
         self.packets_lost = 0
-        """Cumulative, from the subscriber's latest receiver report."""
+        """Cumulative, the highest the subscriber's receiver reports said."""
         self.fraction_lost = 0
         self.jitter = 0
         self._msid: tuple[str, str] | None = None
@@ -193,7 +193,8 @@ class Subscription:
 
     def on_receiver_report(self, report: RtcpReceiverInfo) -> None:
         self.fraction_lost = report.fraction_lost
-        self.packets_lost = report.packets_lost
+        # Cumulative; kept from going down (duplicates may lower it), as counters must.
+        self.packets_lost = max(self.packets_lost, report.packets_lost)
         self.jitter = report.jitter
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:

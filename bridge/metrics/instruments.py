@@ -1,5 +1,5 @@
 """The bridge's own instruments, in one registry: token requests by outcome, OpenID lookup
-latency, database errors, and that this process is up."""
+latency, database errors, and the process's health and CPU."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.process_collector import ProcessCollector
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,6 +33,14 @@ UP = Gauge(
 START_TIME = Gauge(
     "bridge_start_time_seconds", "When the bridge process started (unix time).", registry=REGISTRY
 )
+LOOP_LAG = Gauge(
+    "bridge_event_loop_lag_seconds",
+    "How late the process's event loop last woke a timer: media, signalling and Matrix all "
+    "wait that long (above a few milliseconds, the process is overloaded).",
+    registry=REGISTRY,
+)
+# process_cpu_seconds_total is the forwarding CPU: the media runs in this process.
+ProcessCollector(registry=REGISTRY)
 TOKEN_REQUESTS = Counter(
     "bridge_token_requests",
     "Token requests (/sfu/get, /get_token) by outcome.",

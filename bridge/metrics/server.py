@@ -10,27 +10,18 @@ import logging
 import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from sfu import SFU
 
-from .instruments import REGISTRY, START_TIME, UP
+from .instruments import LOOP_LAG, REGISTRY, START_TIME, UP
 from .media import MediaCollector
 
 log = logging.getLogger("mau.metrics")
 
 LAG_PROBE_INTERVAL_S = 1.0
-LOOP_LAG = Gauge(
-    "bridge_event_loop_lag_seconds",
-    "How late the process's event loop last woke a timer: media, signalling and Matrix all "
-    "wait that long (above a few milliseconds, the process is overloaded).",
-    registry=REGISTRY,
-)
-# process_cpu_seconds_total is the forwarding CPU: the media runs in this process.
-ProcessCollector(registry=REGISTRY)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict
 import asyncio
 
+from aiortc.rtp import RtcpReceiverInfo
 from sfu_peers import Room, wait_for
 
-from sfu import SFU, MediaCounters
+from sfu import SFU, MediaCounters, Subscription
 
 
 def grown(before: MediaCounters, after: MediaCounters) -> dict[str, int]:
@@ -41,3 +42,23 @@ async def test_totals_count_media_and_survive_leaving(sfu_server: SFU, room: Roo
     after = grown(before_leaving, sfu_server.media_counters())
     for totals in (while_leaving, after):
         assert all(value >= 0 for value in totals.values()), totals
+
+
+def test_reported_loss_never_goes_back() -> None:
+    """Receiver reports may lower the cumulative loss (duplicates); the count must not."""
+    subscription = Subscription("bob", "bob#1", "video")
+    for lost in (5, 3, 8, 7):
+        subscription.on_receiver_report(
+            RtcpReceiverInfo(
+                ssrc=1,
+                fraction_lost=0,
+                packets_lost=lost,
+                highest_sequence=0,
+                jitter=0,
+                lsr=0,
+                dlsr=0,
+            )
+        )
+    totals = MediaCounters()
+    totals.add_subscription(subscription)
+    assert totals.lost_out == 8
