@@ -24,9 +24,8 @@ class TurnSecret:
     urls: tuple[str, ...]
     shared_secret: str = field(repr=False)
     ttl: int = 86400
-    """Seconds credentials stay valid (Synapse's ``turn_user_lifetime``). coturn checks the
-    expiry on every request, allocation refreshes included, so a connection keeps its relay
-    for at most this long."""
+    """Seconds credentials stay valid (Synapse's ``turn_user_lifetime``). coturn may end a
+    relay once its credentials expire, so this bounds how long a connection keeps one."""
 
     def __post_init__(self) -> None:
         if not self.urls or not all(url.startswith(("turn:", "turns:")) for url in self.urls):
