@@ -81,6 +81,9 @@ class ConferenceBridge(Program):
 
     def prepare(self) -> None:
         super().prepare()
+        # mautrix would serve the `metrics` section itself (threaded, on 0.0.0.0 by default);
+        # the bridge serves it on the event loop, where the SFU's counters are read safely.
+        self._automatic_prometheus = False
         raise_open_file_limit()
         self.bridge = Bridge(self.config)
 

@@ -27,6 +27,7 @@ from .focus import Focus
 from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
+from .metrics import MetricsServer, count_database_errors
 from .moderation import Moderation
 from .permissions import PermissionLevel
 from .publishing import PublishRights
@@ -60,6 +61,7 @@ class Bridge:
             log=logging.getLogger("mau.db"),
         )
         tables.init(self.db)
+        count_database_errors(self.db)
         self.state_store = PgASStateStore(self.db)
         self.az = AppService(
             server=config["homeserver.address"],
@@ -80,6 +82,8 @@ class Bridge:
         # mid-transaction makes the homeserver deliver it again.
         self.az.synchronous_handlers = True
         self.sfu = SFU(config.media_settings())
+        metrics = config.metrics_settings()
+        self.metrics = MetricsServer(metrics, self.sfu) if metrics.enabled else None
         self.conferences = Conferences(self.sfu)
         self.calls = CallTracker(self)
         self.room_states = RoomStates(self.az)
@@ -117,6 +121,8 @@ class Bridge:
         except SeamError as e:
             raise StartupError(f"this aiortc version is not supported: {e}") from e
         self._running.push_async_callback(self.sfu.close)
+        if self.metrics is not None:
+            await self._start_metrics(self.metrics)
         await self._start_database()
         self._running.push_async_callback(self.db.stop)
         await self.calls.start()
@@ -172,6 +178,16 @@ class Bridge:
                 f"focus.port: cannot listen on {self.config['focus.hostname']}:"
                 f"{self.config['focus.port']}: {e.strerror}"
             ) from e
+
+    async def _start_metrics(self, metrics: MetricsServer) -> None:
+        try:
+            await metrics.start()
+        except OSError as e:
+            raise StartupError(
+                f"metrics.port: cannot listen on {metrics.settings.hostname}:"
+                f"{metrics.settings.port}: {e.strerror}"
+            ) from e
+        self._running.push_async_callback(metrics.stop)
 
     async def _wait_for_homeserver(self) -> None:
         address = self.config["homeserver.address"]

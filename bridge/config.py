@@ -15,13 +15,14 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from yarl import URL
 
-from sfu import IceServer, MediaSettings
+from sfu import IceServer, MediaSettings, TurnSecret
 
 from . import resources
 from .focus.access import RoomsWithoutBot
 from .focus.client_address import IPNetwork, parse_networks
 from .focus.limits import FocusLimits
 from .livekit.service import SessionLimits
+from .metrics import MetricsSettings
 from .permissions import PermissionLevel
 
 TOKEN_PLACEHOLDER = "This value is generated when generating the registration"
@@ -106,7 +107,13 @@ class Config(BaseFileConfig):
             *(f"focus.limits.{field.name}" for field in fields(FocusLimits)),
             "media.bind_addresses",
             "media.ice_servers",
+            "media.turn_uris",
+            "media.turn_shared_secret",
+            "media.turn_ttl",
             *(f"media.limits.{name}" for name in LIMITS),
+            "metrics.enabled",
+            "metrics.hostname",
+            "metrics.port",
         ):
             copy(key)
         for key in (
@@ -166,6 +173,7 @@ class Config(BaseFileConfig):
             servers.append(
                 IceServer(tuple(urls), server.get("username"), server.get("credential"))
             )
+        turn = self.turn_secret()
         tracks, connecting = self.limit("tracks_per_participant"), self.limit("connecting")
         connect_timeout = self.limit("connect_timeout")
         try:
@@ -175,12 +183,34 @@ class Config(BaseFileConfig):
                 udp_port_min=ports[0] or None,
                 udp_port_max=ports[1] or None,
                 ice_servers=tuple(servers),
+                turn=turn,
                 max_tracks_per_participant=tracks,
                 connect_timeout=connect_timeout,
                 max_connecting_transports=connecting,
             )
         except ValueError as e:
             raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e
+
+    def turn_secret(self) -> TurnSecret | None:
+        """``media.turn_uris`` with ``media.turn_shared_secret``; None when neither is set.
+
+        Raises:
+            ValueError: a value is invalid, or one is set without the other; names the key.
+        """
+        urls = self.get("media.turn_uris", None) or []
+        secret = self.get("media.turn_shared_secret", "") or ""
+        ttl = self.get("media.turn_ttl", 86400)
+        if not isinstance(urls, list) or not all(
+            isinstance(url, str) and url.startswith(("turn:", "turns:")) for url in urls
+        ):
+            raise ValueError("media.turn_uris: a list of turn: or turns: URIs")
+        if not isinstance(secret, str):
+            raise ValueError("media.turn_shared_secret: must be text")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= 7 * 86400:
+            raise ValueError("media.turn_ttl: must be 60-604800 seconds")
+        if bool(urls) != bool(secret):
+            raise ValueError("media.turn_uris and media.turn_shared_secret: set both (or neither)")
+        return TurnSecret(tuple(urls), secret, ttl) if urls else None
 
     def limit(self, name: str) -> int:
         """``media.limits.<name>``, a positive whole number.
@@ -205,6 +235,21 @@ class Config(BaseFileConfig):
         if not isinstance(values, list):
             raise ValueError("must be a list of addresses or networks")
         return parse_networks(values)
+
+    def metrics_settings(self) -> MetricsSettings:
+        """The ``metrics`` section. Raises ValueError naming the first bad key."""
+        enabled = self.get("metrics.enabled", False)
+        hostname = self.get("metrics.hostname", "")
+        port = self.get("metrics.port", None)
+        if not isinstance(enabled, bool):
+            raise ValueError("metrics.enabled: must be true or false")
+        if not (isinstance(hostname, str) and hostname.strip()):
+            raise ValueError("metrics.hostname: must not be empty")
+        if not _is_port(port):
+            raise ValueError("metrics.port: must be 1-65535")
+        if enabled and port in (self.get("appservice.port", None), self.get("focus.port", None)):
+            raise ValueError("metrics.port: must differ from appservice.port and focus.port")
+        return MetricsSettings(enabled, hostname, port)
 
     def focus_limits(self) -> FocusLimits:
         """``focus.limits``. Raises ValueError naming the first bad key."""
@@ -299,6 +344,11 @@ class Config(BaseFileConfig):
         except (ValueError, TypeError, KeyError) as e:
             found.append(ConfigProblem("media", str(e)))
         found.extend(self._focus_problems())
+        try:
+            self.metrics_settings()
+        except ValueError as e:
+            key, _, message = str(e).partition(": ")
+            found.append(ConfigProblem(key, message))
         if need_tokens:
             check(
                 self.registered,

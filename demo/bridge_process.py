@@ -52,6 +52,9 @@ class BridgeProcess:
         self.workdir = workdir
         self.port = free_port()
         self.focus_port = free_port()
+        self.focus_host = "127.0.0.1"
+        """Where the focus listener is reached (its ``focus.hostname``)."""
+        self.metrics_port = free_port()
         self.config_path = workdir / "config.yaml"
         self.registration_path = workdir / "registration.yaml"
         self.homeserver_url = homeserver_url
@@ -73,7 +76,11 @@ class BridgeProcess:
     @property
     def focus_url(self) -> str:
         """The focus listener, also configured as its public URL (no reverse proxy here)."""
-        return f"http://127.0.0.1:{self.focus_port}"
+        return f"http://{self.focus_host}:{self.focus_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def configure(self, permissions: dict[str, str]) -> None:
         """Follow the README: first run writes a config, edit it, generate the registration."""
@@ -92,6 +99,8 @@ class BridgeProcess:
                 "focus.port": self.focus_port,
                 "focus.public_url": self.focus_url,
                 "media.bind_addresses": ["127.0.0.1"],
+                "metrics.enabled": True,
+                "metrics.port": self.metrics_port,
                 "bridge.call_end_grace": 1,
                 # Loopback connects at once; abandoned connections need not wait 20 s.
                 "media.limits.connect_timeout": 8,

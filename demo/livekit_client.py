@@ -8,14 +8,14 @@ marked media and decodes what it receives, so tests can check who got what."""
 from __future__ import annotations
 
 from typing import Literal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 import asyncio
 import base64
 import gzip
 import time
 
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from livekit.protocol import models, rtc
 import aiohttp
 
@@ -88,10 +88,8 @@ class LiveKitClient:
         self.permission: models.ParticipantPermission | None = None
         """What the SFU says we may do: from the join, then from updates about ourselves."""
         self.requirements: list[rtc.MediaSectionsRequirement] = []
-        self.pub_pc = RTCPeerConnection(config())
-        self.sub_pc = self.pub_pc if protocol == "v1" else RTCPeerConnection(config())
-        """The connection media is received on (on v1, the only one)."""
-        self.sub_pc.on("track", self._on_track)
+        self.pub_pc, self.sub_pc = self._connections(())
+        """The connection media is sent on, and the one it is received on (on v1, the same)."""
         self.audio: ToneAudio | None = None
         self._session = aiohttp.ClientSession()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -155,6 +153,15 @@ class LiveKitClient:
         response = rtc.SignalResponse.FromString(first.data)
         assert response.WhichOneof("message") == "join", response
         self.join = response.join
+        if self.protocol == "v0" and self.join.ice_servers:
+            # As livekit-client, which makes its v0 connections after the join, with the ICE
+            # servers (and TURN credentials) it names; v1 offers before it knows them.
+            self.pub_pc, self.sub_pc = self._connections(
+                [
+                    RTCIceServer(list(s.urls), s.username or None, s.credential or None)
+                    for s in self.join.ice_servers
+                ]
+            )
         self.permission = self.join.participant.permission
         for info in self.join.other_participants:
             self._update_participant(info)
@@ -276,6 +283,14 @@ class LiveKitClient:
         await self._session.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _connections(
+        self, ice_servers: Sequence[RTCIceServer]
+    ) -> tuple[RTCPeerConnection, RTCPeerConnection]:
+        publisher = RTCPeerConnection(config(ice_servers))
+        subscriber = publisher if self.protocol == "v1" else RTCPeerConnection(config(ice_servers))
+        subscriber.on("track", self._on_track)
+        return publisher, subscriber
 
     def _spawn(self, coroutine: object) -> None:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]

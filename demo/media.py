@@ -7,10 +7,11 @@ encoder writes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 import fractions
 
-from aiortc import MediaStreamTrack, RTCConfiguration
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 import av
@@ -66,9 +67,10 @@ class Received:
     lumas: list[float] = field(default_factory=list)
 
 
-def config() -> RTCConfiguration:
-    """No ICE servers; one bundled transport, as browsers use with LiveKit."""
-    return RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+def config(ice_servers: Sequence[RTCIceServer] = ()) -> RTCConfiguration:
+    """Only the given ICE servers (none by default); one bundled transport, as browsers use
+    with LiveKit."""
+    return RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 async def consume(track: MediaStreamTrack, stats: Received) -> None:

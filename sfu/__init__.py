@@ -28,8 +28,10 @@ from .events import (
 from .mixer import AudioMixer
 from .participant import Participant
 from .server import SFU
+from .stats import MediaCounters
 from .subscription import Subscription
 from .transport import LocalCandidate, Transport, TransportRole
+from .turn import TurnSecret
 
 __all__ = [
     "SFU",
@@ -40,6 +42,7 @@ __all__ = [
     "IceServer",
     "KeyframeRequested",
     "LocalCandidate",
+    "MediaCounters",
     "MediaSettings",
     "NegotiationNeeded",
     "Participant",
@@ -57,4 +60,5 @@ __all__ = [
     "TrackUnpublished",
     "Transport",
     "TransportRole",
+    "TurnSecret",
 ]

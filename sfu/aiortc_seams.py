@@ -353,6 +353,7 @@ class PublisherFeedback:
         self._header: Any = _Header()
         self._stats = StreamStatistics(clock_rate)
         self._nack = NackGenerator() if nack else None
+        self._lost = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._receiver._RTCRtpReceiver__remote_streams[ssrc] = self._stats
 
@@ -367,6 +368,13 @@ class PublisherFeedback:
 
     def request_keyframe(self) -> None:
         self._spawn(self._receiver._send_rtcp_pli(self._ssrc))
+
+    @property
+    def packets_lost(self) -> int:
+        """Cumulative, as receiver reports count it, but never decreasing: a retransmission
+        that fills a gap later does not undo the loss (monitoring counts only go up)."""
+        self._lost = max(self._lost, int(self._stats.packets_lost))
+        return self._lost
 
     def close(self) -> None:
         self._receiver._RTCRtpReceiver__remote_streams.pop(self._ssrc, None)

@@ -23,6 +23,7 @@ from .events import (
 from .mixer import AudioMixer
 from .participant import Participant
 from .speaker import SpeakerDetector
+from .stats import MediaCounters
 from .track import PublishedTrack
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,15 @@ class Conference:
     """Routes media between participants; created by :meth:`sfu.SFU.create_conference`."""
 
     def __init__(
-        self, conference_id: str, settings: MediaSettings, on_event: EventHandler | None
+        self,
+        conference_id: str,
+        settings: MediaSettings,
+        on_event: EventHandler | None,
+        retired: MediaCounters | None = None,
     ) -> None:
+        """``retired`` receives what tracks and participants counted when they go."""
         self.id = conference_id
+        self.retired = retired if retired is not None else MediaCounters()
         self.settings = settings
         self._on_event = on_event
         self._participants: dict[str, Participant] = {}
@@ -161,6 +168,7 @@ class Conference:
         if self._mixer is not None:
             self._mixer.remove_source(track)
         track.close()
+        self.retired.add_track(track)
         self._emit(TrackUnpublished(self.id, track.info))
 
     def _track_muted(self, track: PublishedTrack) -> None:

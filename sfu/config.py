@@ -6,7 +6,11 @@ a public Google STUN server).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
+
+if TYPE_CHECKING:
+    from .turn import TurnSecret
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class MediaSettings:
     udp_port_min: int | None = None
     udp_port_max: int | None = None
     ice_servers: tuple[IceServer, ...] = ()
+    turn: TurnSecret | None = None
+    """TURN with credentials minted per user (:meth:`ice_servers_for`), besides the fixed
+    :attr:`ice_servers`."""
     keyframe_request_interval: float = 0.5
     """Minimum seconds between two key-frame requests sent to one publisher stream."""
     speaker_update_interval: float = 0.2
@@ -55,6 +62,13 @@ class MediaSettings:
     max_connecting_transports: int = 100
     """Transports negotiating or checking connectivity at once; adapters refuse newcomers above
     it (ICE checks cost CPU, and each such transport holds a UDP port)."""
+
+    def ice_servers_for(self, user: str, now: float) -> tuple[IceServer, ...]:
+        """The ICE servers ``user`` (a client, or the SFU itself) uses from ``now`` (unix
+        time): the fixed ones, and TURN with credentials of its own."""
+        if self.turn is None:
+            return self.ice_servers
+        return (*self.ice_servers, self.turn.ice_server(user, now))
 
     def __post_init__(self) -> None:
         if (self.udp_port_min is None) != (self.udp_port_max is None):

@@ -231,6 +231,13 @@ class Participant:
 
     async def _close(self) -> None:
         self.state = ParticipantState.DISCONNECTED
+        # Counted before anything is awaited: the conference no longer lists this participant,
+        # so what it counted must be in the totals at once (they never go backwards).
+        retired = self._conference.retired
+        for transport in self._transports.values():
+            retired.add_transport(transport.stats)
+        for subscription in self._subscriptions:
+            retired.add_subscription(subscription)
         for transport in self._transports.values():
             await transport.close()  # never raises: it releases what it can
         self._transports.clear()

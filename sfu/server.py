@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import aiortc_seams as seams
 from .conference import Conference
 from .config import MediaSettings
 from .events import EventHandler
+from .stats import MediaCounters
 
 
 class SFU:
@@ -14,6 +17,8 @@ class SFU:
     def __init__(self, settings: MediaSettings | None = None) -> None:
         self.settings = settings or MediaSettings()
         self._conferences: dict[str, Conference] = {}
+        self._retired = MediaCounters()
+        """What conferences' tracks and participants counted before they went."""
         self._started = False
 
     async def start(self) -> None:
@@ -29,7 +34,7 @@ class SFU:
             raise RuntimeError("SFU.start() has not run")
         if conference_id in self._conferences:
             raise ValueError(f"conference {conference_id} exists")
-        conference = Conference(conference_id, self.settings, on_event)
+        conference = Conference(conference_id, self.settings, on_event, self._retired)
         self._conferences[conference_id] = conference
         return conference
 
@@ -54,6 +59,14 @@ class SFU:
         """False while :attr:`MediaSettings.max_connecting_transports` are connecting: adapters
         refuse new participants then (each costs ICE checks and a port until it connects)."""
         return self.connecting_transports() < self.settings.max_connecting_transports
+
+    def media_counters(self) -> MediaCounters:
+        """Totals since start, for monitoring: added up now from every live track, transport
+        and subscription, and what those gone had counted."""
+        totals = replace(self._retired)
+        for conference in self._conferences.values():
+            totals.add_conference(conference)
+        return totals
 
     async def close_conference(self, conference_id: str) -> None:
         conference = self._conferences.pop(conference_id, None)

@@ -54,6 +54,12 @@ class Subscription:
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmitted = 0
+        self.nacked = 0
+        """Packets the subscriber asked for again."""
+        self.keyframe_requests = 0
+        """PLIs and FIRs from the subscriber."""
+        self.packets_lost = 0
+        """Cumulative, the highest the subscriber's receiver reports said."""
         self.fraction_lost = 0
         self.jitter = 0
         self._msid: tuple[str, str] | None = None
@@ -259,12 +265,14 @@ class Subscription:
     # ------------------------------------------------------------------ RTCP (rtcp.FeedbackTarget)
 
     def on_keyframe_request(self) -> None:
+        self.keyframe_requests += 1
         layer = self._awaited()
         if layer is not None:
             layer.request_keyframe(f"{self.subscriber_id} PLI/FIR")
 
     def on_nack(self, lost: list[int]) -> None:
         """Answer from the source's shared history (plain retransmission, no RTX)."""
+        self.nacked += len(lost)
         source = self.layer
         if source is None or self._waiting:
             return
@@ -280,6 +288,8 @@ class Subscription:
 
     def on_receiver_report(self, report: RtcpReceiverInfo) -> None:
         self.fraction_lost = report.fraction_lost
+        # Cumulative; kept from going down (duplicates may lower it), as counters must.
+        self.packets_lost = max(self.packets_lost, report.packets_lost)
         self.jitter = report.jitter
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:

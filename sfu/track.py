@@ -45,6 +45,9 @@ class Layer:
         self.size: tuple[int, int] | None = None
         """Width and height of its last key frame (VP8), None until one arrived."""
         self.history = PacketHistory(history)
+        self.octets_received = 0
+        self.keyframe_requests = 0
+        """Key-frame requests sent to the publisher."""
         self.subscriptions: list[Subscription] = []
         """Subscriptions forwarding this layer, or switching to it at its next key frame."""
         self.packets_received = 0
@@ -55,6 +58,11 @@ class Layer:
 
     def live(self, now: float) -> bool:
         return now - self.last_packet <= LAYER_TIMEOUT
+
+    @property
+    def packets_lost(self) -> int:
+        """Packets of the publisher that did not arrive (so far, by sequence numbers)."""
+        return self._feedback.packets_lost if self._feedback is not None else 0
 
     def receive(self, data: bytes, ssrc: int) -> None:
         """One decrypted packet from the publisher; raises MalformedPacket."""
@@ -75,6 +83,7 @@ class Layer:
         assert self._feedback is not None
         self._feedback.received(seq, ts)
         self.packets_received += 1
+        self.octets_received += len(packet)
         now = time.monotonic()
         if track.rids and now - self.last_packet > LAYER_TIMEOUT:
             self.last_packet = now
@@ -141,6 +150,7 @@ class Layer:
         if self._feedback is None:
             return
         self._last_keyframe_request = time.monotonic()
+        self.keyframe_requests += 1
         self._feedback.request_keyframe()
         self.track.on_keyframe_request(self.track.info.track_id, reason)
 
@@ -201,6 +211,19 @@ class PublishedTrack:
     @property
     def packets_received(self) -> int:
         return sum(layer.packets_received for layer in self.layers)
+
+    @property
+    def octets_received(self) -> int:
+        return sum(layer.octets_received for layer in self.layers)
+
+    @property
+    def packets_lost(self) -> int:
+        return sum(layer.packets_lost for layer in self.layers)
+
+    @property
+    def keyframe_requests(self) -> int:
+        """Key-frame requests sent to the publisher, all layers together."""
+        return sum(layer.keyframe_requests for layer in self.layers)
 
     def set_muted(self, muted: bool) -> None:
         self.info = replace(self.info, muted=muted)

@@ -20,6 +20,7 @@ import asyncio
 import enum
 import logging
 import struct
+import time
 
 from aiortc import (
     MediaStreamTrack,
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
 _RECEIVING = ("recvonly", "sendrecv")
 _SENDING = ("sendonly", "sendrecv")
+SFU_TURN_USER = "sfu"
+"""The user part of the SFU's own TURN usernames (clients' carry their Matrix user ID)."""
 
 
 class TransportRole(enum.StrEnum):
@@ -99,10 +102,13 @@ class _SilentTrack(MediaStreamTrack):
 
 
 def rtc_configuration(settings: MediaSettings) -> RTCConfiguration:
-    """Explicit ICE servers only: aiortc would otherwise use a public Google STUN server."""
+    """Explicit ICE servers only: aiortc would otherwise use a public Google STUN server.
+
+    TURN credentials are minted here, for each new connection: they are valid for the
+    configured lifetime from the moment the connection allocates its relay."""
     servers = [
         RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
-        for s in settings.ice_servers
+        for s in settings.ice_servers_for(SFU_TURN_USER, time.time())
     ]
     return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import asyncio
 import shutil
 import socket
-import subprocess
 import sys
 
 from aiohttp import ClientSession, web
@@ -27,6 +26,7 @@ from demo.synapse import Synapse
 from demo.waiting import eventually
 from sfu import IceServer
 
+from .support.coturn import coturn as start_coturn
 from .support.loopback_http import serve
 
 FOCI = "org.matrix.msc4143.rtc_foci"
@@ -262,33 +262,10 @@ async def test_bad_config_is_reported_before_probing(tmp_path: Path) -> None:
 
 @pytest.fixture
 def coturn(tmp_path: Path) -> Iterator[tuple[int, str]]:
-    """coturn (Debian's package) on loopback with one long-term-credential user."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            "turnserver",
-            "-n",
-            "--listening-ip=127.0.0.1",
-            "--relay-ip=127.0.0.1",
-            f"--listening-port={port}",
-            "--lt-cred-mech",
-            "--user=doctor:right-secret",
-            "--realm=doctor.test",
-            f"--userdb={tmp_path / 'turndb'}",
-            f"--pidfile={tmp_path / 'turnserver.pid'}",
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--log-file=stdout",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    """coturn on loopback with one long-term-credential user."""
+    options = ("--lt-cred-mech", "--user=doctor:right-secret", "--realm=doctor.test")
+    with start_coturn(tmp_path, "127.0.0.1", *options) as port:
         yield port, "right-secret"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def test_turn_credentials(coturn: tuple[int, str]) -> None:

@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 import asyncio
 import errno
 import socket
+import time
 
 from aioice.stun import TransactionFailed, TransactionTimeout
 from aioice.turn import create_turn_endpoint
@@ -58,7 +59,7 @@ async def run_checks(config: Config, server_url: str) -> list[Finding]:
         findings.extend(await _focus(session, config))
     settings = config.media_settings()
     findings.extend(media_findings(settings))
-    findings.extend(await turn_findings(settings.ice_servers))
+    findings.extend(await turn_findings(settings.ice_servers_for("doctor", time.time())))
     return findings
 
 
@@ -255,7 +256,9 @@ async def turn_findings(servers: tuple[IceServer, ...]) -> list[Finding]:
     """A TURN allocation with the configured credentials on each TURN URL."""
     urls = [(url, server) for server in servers for url in server.urls if url.startswith("turn")]
     if not urls:
-        return [skip("turn", "no TURN server in media.ice_servers, not checked")]
+        return [
+            skip("turn", "no TURN server in media.ice_servers or media.turn_uris, not checked")
+        ]
     return [await _allocate(url, server) for url, server in urls]
 
 
@@ -282,7 +285,7 @@ async def _allocate(url: str, server: IceServer) -> Finding:
                 name,
                 f"{url} refuses the credentials (401 {reason})",
                 "set media.ice_servers username/credential to a user the TURN server knows "
-                "(coturn: user=… or static-auth-secret).",
+                "(coturn: user=…), or media.turn_shared_secret to its static-auth-secret.",
             )
         return fail(name, f"{url} refuses an allocation ({code} {reason})", "see its log.")
     except (OSError, TimeoutError, TransactionTimeout, ConnectionError) as e:

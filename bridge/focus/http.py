@@ -11,6 +11,7 @@ import time
 
 from aiohttp import web
 
+from ..metrics.instruments import counts_token_requests
 from .client_address import ClientAddresses
 from .errors import FocusError
 from .rate_limit import RateLimited, RateLimiter
@@ -107,6 +108,7 @@ class _TokenRoutes:
     async def get_token(self, request: web.Request) -> web.Response:
         return await self._answer(request, parse_get_token)
 
+    @counts_token_requests
     async def _answer(
         self, request: web.Request, parse: Callable[[bytes], TokenRequest]
     ) -> web.Response:

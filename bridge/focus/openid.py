@@ -22,6 +22,7 @@ import time
 from mautrix.types import UserID
 import aiohttp
 
+from ..metrics.instruments import times_openid_lookups
 from .errors import Unauthorized
 from .public_network import is_private_host
 from .rate_limit import RateLimited, RateLimiter
@@ -126,6 +127,7 @@ class OpenIDVerifier:
         self._cache.put(key, _Verdict(user_id), ttl)
         return user_id
 
+    @times_openid_lookups
     async def _ask(self, token: OpenIDToken) -> UserID:
         server = token.matrix_server_name
         try:

@@ -27,6 +27,7 @@ from mautrix.types import RoomID, UserID
 from yarl import URL
 
 from ..db import Room
+from ..metrics.instruments import counts_token_requests
 from .errors import (
     BadJSON,
     FocusError,
@@ -89,12 +90,17 @@ class ProxiedRoutes:
     def add_to(self, app: web.Application) -> None:
         for version in VERSIONS:
             client = f"/_matrix/client/{version}/{PROXY_PREFIX}"
-            app.router.add_post(f"{client}/get_token", self._wrap(self.get_token))
+            app.router.add_post(
+                f"{client}/get_token", counts_token_requests(self._wrap(self.get_token))
+            )
             app.router.add_post(
                 f"{client}/delegate_delayed_leave", self._wrap(self.delegate_delayed_leave)
             )
             federation = f"/_matrix/federation/{version}/{PROXY_PREFIX}"
-            app.router.add_post(f"{federation}/get_token", self._wrap(self.federation_get_token))
+            app.router.add_post(
+                f"{federation}/get_token",
+                counts_token_requests(self._wrap(self.federation_get_token)),
+            )
 
     def _wrap(
         self, handler: Callable[[web.Request, bytes], Awaitable[dict[str, str]]]

@@ -222,7 +222,7 @@ class SignalSession(ABC):
                     username=server.username or "",
                     credential=server.credential or "",
                 )
-                for server in self._media.ice_servers
+                for server in self._media.ice_servers_for(self.grant.user_id, time.time())
             ],
             subscriber_primary=False,
             ping_interval=PING_INTERVAL_S,
