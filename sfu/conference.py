@@ -24,6 +24,7 @@ from .mixer import AudioMixer
 from .participant import Participant
 from .speaker import SpeakerDetector
 from .track import PublishedTrack
+from .udp_mux import UdpMux
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,15 @@ class Conference:
     """Routes media between participants; created by :meth:`sfu.SFU.create_conference`."""
 
     def __init__(
-        self, conference_id: str, settings: MediaSettings, on_event: EventHandler | None
+        self,
+        conference_id: str,
+        settings: MediaSettings,
+        on_event: EventHandler | None,
+        udp_mux: UdpMux | None = None,
     ) -> None:
         self.id = conference_id
         self.settings = settings
+        self.udp_mux = udp_mux
         self._on_event = on_event
         self._participants: dict[str, Participant] = {}
         self._tracks: dict[str, PublishedTrack] = {}

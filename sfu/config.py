@@ -25,9 +25,11 @@ class MediaSettings:
     ``bind_addresses``: local addresses to gather host candidates on; empty means every
     non-loopback interface (aioice's behaviour). ``public_ip``: NAT 1:1 address announced in
     host candidates instead of the bound address (the socket stays bound to the local one).
-    ``udp_port_min``/``udp_port_max``: host candidates bind inside this inclusive range (one
-    UDP port per peer connection: aioice has no single-port mux). TURN candidates are allocated
-    by the TURN server and are not affected by the range.
+    ``udp_port``: every connection's host candidate is this one port, on one shared socket per
+    local address (:mod:`sfu.udp_mux`); 0 lets the system pick it at :meth:`SFU.start`; None
+    gives each connection its own socket. ``udp_port_min``/``udp_port_max``: each connection
+    binds its own port inside this inclusive range; set, the range wins over ``udp_port``. TURN
+    candidates are allocated by the TURN server and follow neither.
 
     ``ice_consent_interval``/``ice_consent_failures`` set how fast a silent peer is declared
     gone (RFC 7675 consent freshness). aioice keeps them as module constants, so they apply to
@@ -36,6 +38,7 @@ class MediaSettings:
 
     bind_addresses: tuple[str, ...] = ()
     public_ip: str | None = None
+    udp_port: int | None = 0
     udp_port_min: int | None = None
     udp_port_max: int | None = None
     ice_servers: tuple[IceServer, ...] = ()
@@ -56,6 +59,11 @@ class MediaSettings:
     """Transports negotiating or checking connectivity at once; adapters refuse newcomers above
     it (ICE checks cost CPU, and each such transport holds a UDP port)."""
 
+    @property
+    def single_port(self) -> bool:
+        """Whether all connections share :attr:`udp_port` (no port range is set)."""
+        return self.udp_port is not None and self.udp_port_min is None
+
     def __post_init__(self) -> None:
         if (self.udp_port_min is None) != (self.udp_port_max is None):
             raise ValueError("udp_port_min and udp_port_max must be set together")
@@ -65,6 +73,10 @@ class MediaSettings:
             and not (1024 <= self.udp_port_min <= self.udp_port_max <= 65535)
         ):
             raise ValueError("invalid UDP port range")
+        if self.udp_port is not None and not (
+            self.udp_port == 0 or 1024 <= self.udp_port <= 65535
+        ):
+            raise ValueError("invalid UDP port")
         if self.max_tracks_per_participant < 1 or self.max_connecting_transports < 1:
             raise ValueError("limits must be at least 1")
         if self.connect_timeout <= 0:

@@ -6,6 +6,7 @@ from . import aiortc_seams as seams
 from .conference import Conference
 from .config import MediaSettings
 from .events import EventHandler
+from .udp_mux import UdpMux
 
 
 class SFU:
@@ -15,11 +16,19 @@ class SFU:
         self.settings = settings or MediaSettings()
         self._conferences: dict[str, Conference] = {}
         self._started = False
+        self.udp_mux: UdpMux | None = None
+        """The shared sockets of the single-port mode (:attr:`MediaSettings.single_port`)."""
 
     async def start(self) -> None:
-        """Verify aiortc's private seams (raises ``SeamError``) and apply process settings."""
+        """Verify aiortc's private seams (raises ``SeamError``), apply process settings and
+        bind the shared media port (raises ``OSError``)."""
         await seams.self_test()
         seams.configure_consent(self.settings)
+        if self.settings.single_port and self.udp_mux is None:
+            mux = UdpMux()
+            addresses = self.settings.bind_addresses or seams.host_addresses()
+            mux.open(addresses, self.settings.udp_port or 0)
+            self.udp_mux = mux
         self._started = True
 
     def create_conference(
@@ -29,7 +38,7 @@ class SFU:
             raise RuntimeError("SFU.start() has not run")
         if conference_id in self._conferences:
             raise ValueError(f"conference {conference_id} exists")
-        conference = Conference(conference_id, self.settings, on_event)
+        conference = Conference(conference_id, self.settings, on_event, self.udp_mux)
         self._conferences[conference_id] = conference
         return conference
 
@@ -63,3 +72,7 @@ class SFU:
     async def close(self) -> None:
         for conference_id in list(self._conferences):
             await self.close_conference(conference_id)
+        if self.udp_mux is not None:
+            self.udp_mux.close()
+            self.udp_mux = None
+        self._started = False

@@ -41,6 +41,7 @@ from .subscription import Subscription
 
 if TYPE_CHECKING:
     from .track import PublishedTrack
+    from .udp_mux import UdpMux
 
 logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
@@ -116,6 +117,7 @@ class Transport:
         role: TransportRole,
         owner: TransportOwner,
         settings: MediaSettings,
+        udp_mux: UdpMux | None = None,
     ) -> None:
         self.id = transport_id
         self.role = role
@@ -125,6 +127,7 @@ class Transport:
         self.pc = RTCPeerConnection(rtc_configuration(settings))
         self._owner = owner
         self._settings = settings
+        self._udp_mux = udp_mux
         self._inbound: dict[int, PublishedTrack] = {}
         self._published: dict[RTCRtpTransceiver, PublishedTrack] = {}
         self._outbound: dict[int, Subscription] = {}
@@ -166,7 +169,7 @@ class Transport:
         await self._bind_offered_slots()
         self._admit_sections(track_ids)
         answer = await self.pc.createAnswer()
-        seams.prepare_ice(self.pc, self._settings)
+        seams.prepare_ice(self.pc, self._settings, self._udp_mux)
         await self.pc.setLocalDescription(answer)
         self._negotiated(track_ids or {})
         return self.pc.localDescription.sdp
@@ -176,7 +179,7 @@ class Transport:
         if self.role is not TransportRole.SUBSCRIBER:
             raise RuntimeError("the client offers on this transport")
         offer = await self.pc.createOffer()
-        seams.prepare_ice(self.pc, self._settings)
+        seams.prepare_ice(self.pc, self._settings, self._udp_mux)
         await self.pc.setLocalDescription(offer)
         self._await_connection()
         return self.pc.localDescription.sdp
