@@ -16,7 +16,7 @@ import urllib.request
 
 from ruamel.yaml import YAML
 
-from .ports import free_port
+from .ports import free_port, free_udp_port
 
 READY_TIMEOUT_S = 60.0
 
@@ -92,6 +92,7 @@ class BridgeProcess:
                 "focus.port": self.focus_port,
                 "focus.public_url": self.focus_url,
                 "media.bind_addresses": ["127.0.0.1"],
+                "media.udp_port": free_udp_port(),
                 "bridge.call_end_grace": 1,
                 # Loopback connects at once; abandoned connections need not wait 20 s.
                 "media.limits.connect_timeout": 8,
