@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Awaitable, Callable, Iterable
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -133,6 +134,9 @@ async def self_test() -> None:
             "aioice.StunProtocol",
         )
         _require_params(aioice.ice.StunProtocol, ["receiver"], "aioice.StunProtocol")
+        _require_params(
+            connection.data_received, ["data", "component"], "Connection.data_received"
+        )
         _require_params(dtls._handle_rtp_data, ["data", "arrival_time_ms"], "_handle_rtp_data")
         _require_params(dtls._handle_rtcp_data, ["data"], "_handle_rtcp_data")
         _require_params(sender._send_rtcp, ["packets"], "RTCRtpSender._send_rtcp")
@@ -213,7 +217,7 @@ def _host_gathering(
         component: int, addresses: list[str], timeout: int = 5
     ) -> list[Candidate]:
         if mux is not None:
-            protocols = _muxed_protocols(connection, mux)
+            protocols = _muxed_protocols(connection, component, mux)
         else:
             protocols = await _bound_protocols(connection, settings, addresses)
         candidates: list[Candidate] = []
@@ -246,12 +250,16 @@ def _host_gathering(
     return get_component_candidates
 
 
-def _muxed_protocols(connection: Any, mux: UdpMux) -> list[aioice.ice.StunProtocol]:
-    """A protocol of ``connection`` on each of the mux's shared sockets."""
+def _muxed_protocols(
+    connection: Any, component: int, mux: UdpMux
+) -> list[aioice.ice.StunProtocol]:
+    """A protocol of ``connection`` on each of the mux's shared sockets. Media skips the
+    protocol (which would try to parse it as STUN first) and goes to the connection."""
+    on_data = functools.partial(connection.data_received, component=component)
     protocols = []
     for shared in mux.sockets:
         protocol = aioice.ice.StunProtocol(connection)
-        shared.attach(connection.local_username, connection.local_password, protocol)
+        shared.attach(connection.local_username, connection.local_password, protocol, on_data)
         protocols.append(protocol)
     return protocols
 

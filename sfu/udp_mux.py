@@ -20,7 +20,7 @@ out, so a request with a known or guessed username fragment but without the pass
 from __future__ import annotations
 
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 import asyncio
 import logging
 import socket
@@ -73,12 +73,19 @@ class MuxedTransport(asyncio.DatagramTransport):
     and is closed through (which forgets its username fragment, addresses and requests)."""
 
     def __init__(
-        self, shared: SharedSocket, ufrag: str, password: str, protocol: asyncio.DatagramProtocol
+        self,
+        shared: SharedSocket,
+        ufrag: str,
+        password: str,
+        protocol: asyncio.DatagramProtocol,
+        on_data: Callable[[bytes], None],
     ) -> None:
         super().__init__()
         self.ufrag = ufrag
         self.password = password
         self.protocol = protocol
+        self.on_data = on_data
+        """Where DTLS, RTP and RTCP go, without the protocol's attempt to parse them as STUN."""
         self.addresses: dict[Address, None] = {}
         """Remote addresses this connection answered with success, least recent first."""
         self.transactions: dict[bytes, None] = {}
@@ -148,10 +155,15 @@ class SharedSocket:
         return list(self._by_ufrag.get(ufrag, ()))
 
     def attach(
-        self, ufrag: str, password: str, protocol: asyncio.DatagramProtocol
+        self,
+        ufrag: str,
+        password: str,
+        protocol: asyncio.DatagramProtocol,
+        on_data: Callable[[bytes], None],
     ) -> MuxedTransport:
-        """Give ``protocol`` (of the ICE connection with these local credentials) its share."""
-        transport = MuxedTransport(self, ufrag, password, protocol)
+        """Give ``protocol`` (of the ICE connection with these local credentials) its share;
+        ``on_data`` takes the datagrams that are not STUN."""
+        transport = MuxedTransport(self, ufrag, password, protocol, on_data)
         self._by_ufrag.setdefault(ufrag, []).append(transport)
         protocol.connection_made(transport)
         return transport
@@ -226,8 +238,14 @@ class SharedSocket:
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self._ipv6:
             addr = addr[:2]
-        # DTLS, RTP and RTCP (RFC 7983: first byte above 3) are the hot path.
-        owner = self._by_address.get(addr) if data and data[0] > 3 else self._stun_owner(data)
+        if data and data[0] > 3:  # DTLS, RTP or RTCP (RFC 7983): the hot path
+            owner = self._by_address.get(addr)
+            if owner is None:
+                self.dropped += 1
+            else:
+                owner.on_data(data)
+            return
+        owner = self._stun_owner(data)
         if owner is None:
             self.dropped += 1
         else:

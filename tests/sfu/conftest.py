@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 import itertools
 
-from sfu_peers import Room
+from sfu_peers import FAST_CONSENT, Room
 import pytest
 
 from sfu import SFU, MediaSettings
@@ -18,8 +18,7 @@ async def sfu_server() -> AsyncIterator[SFU]:
     server = SFU(
         MediaSettings(
             bind_addresses=("127.0.0.1",),
-            ice_consent_interval=1.0,
-            ice_consent_failures=3,
+            **FAST_CONSENT,
         )
     )
     await server.start()

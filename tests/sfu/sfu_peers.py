@@ -23,6 +23,10 @@ from sfu import Conference, Event, NegotiationNeeded, Participant, TransportRole
 __all__ = ["MarkedVideo", "Received", "ToneAudio", "config"]  # re-exported for the tests
 E = TypeVar("E")
 
+FAST_CONSENT: dict[str, Any] = {"ice_consent_interval": 1.0, "ice_consent_failures": 3}
+"""Consent timing of every SFU the tests start: aioice keeps it per process, so an SFU started
+with other values would slow down the detection of vanished peers for all the others."""
+
 
 class ClientPeer:
     """One participant's client: publishes marked media, decodes what it receives."""

@@ -11,7 +11,7 @@ import gc
 import itertools
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from sfu_peers import ClientPeer, MarkedVideo, Room, ToneAudio, config, wait_for
+from sfu_peers import FAST_CONSENT, ClientPeer, MarkedVideo, Room, ToneAudio, config, wait_for
 from test_robustness import keeps_receiving, open_sockets
 import pytest
 
@@ -39,6 +39,7 @@ async def strict_sfu() -> AsyncIterator[SFU]:
             max_tracks_per_participant=2,
             connect_timeout=2.0,
             max_connecting_transports=3,
+            **FAST_CONSENT,
         )
     )
     await server.start()

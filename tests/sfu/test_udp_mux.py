@@ -4,27 +4,26 @@ disturb or steal, and tables that empty when participants leave."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 import asyncio
 import random
 import socket
 
 from aioice import stun
 from aiortc import RTCPeerConnection
-from sfu_peers import Room, ToneAudio, config, wait_for
+from sfu_peers import FAST_CONSENT, Room, ToneAudio, config, wait_for
 import pytest
 
 from sfu import SFU, MediaSettings, TransportRole
 from sfu.udp_mux import SharedSocket, UdpMux, stun_username
 
-_MUXED = MediaSettings(
-    bind_addresses=("127.0.0.1",), udp_port=0, ice_consent_interval=1.0, ice_consent_failures=3
-)
+_LOOPBACK = MediaSettings(bind_addresses=("127.0.0.1",), **FAST_CONSENT)
 
 
 @pytest.fixture
 async def mux_sfu() -> AsyncIterator[SFU]:
     """An SFU of its own, so that the mux's tables hold only this test's connections."""
-    server = SFU(_MUXED)
+    server = SFU(_LOOPBACK)
     await server.start()
     yield server
     await server.close()
@@ -96,7 +95,8 @@ async def test_six_participants_one_socket_and_tables_empty_after(
 
     for peer in peers[:3]:
         await mux_room.conference.remove(peer.name)
-    assert shared.routes[0] == 6
+    live = [t for p in peers for t in (p.publisher, p.subscriber) if t.state != "closed"]
+    assert shared.routes[0] == len(live) <= 6
     await mux_room.close()
     await wait_for(lambda: shared.routes == (0, 0, 0))
 
@@ -185,13 +185,13 @@ async def test_port_taken_fails_start_and_port_per_connection_mode() -> None:
     mux.open(["127.0.0.1"], 0)
     taken = mux.sockets[0].sockname[1]
     try:
-        server = SFU(MediaSettings(bind_addresses=("127.0.0.1",), udp_port=taken))
+        server = SFU(replace(_LOOPBACK, udp_port=taken))
         with pytest.raises(OSError, match=f"UDP port {taken} on 127.0.0.1"):
             await server.start()
     finally:
         mux.close()
 
-    server = SFU(MediaSettings(bind_addresses=("127.0.0.1",), udp_port=None))
+    server = SFU(replace(_LOOPBACK, udp_port=None))
     await server.start()
     assert server.udp_mux is None
     conference = server.create_conference("ports")
