@@ -57,7 +57,7 @@ class MediaSettings:
     is removed: a client that never completes ICE must not hold a port and checks forever."""
     max_connecting_transports: int = 100
     """Transports negotiating or checking connectivity at once; adapters refuse newcomers above
-    it (ICE checks cost CPU, and each such transport holds a UDP port)."""
+    it (ICE checks cost CPU, and without the shared port each such transport holds a UDP port)."""
 
     @property
     def single_port(self) -> bool:

@@ -233,7 +233,11 @@ class SharedSocket:
             except OSError as e:  # an ICMP error about an earlier send, on some systems
                 logger.debug("UDP error on %s: %s", self.sockname, e)
                 continue
-            self.datagram_received(data, addr)
+            try:
+                self.datagram_received(data, addr)
+            except Exception:  # a crafted datagram aioice's parser chokes on
+                self.dropped += 1
+                logger.debug("datagram dropped", exc_info=True)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self._ipv6:
@@ -273,7 +277,7 @@ def _authenticated(data: bytes, sharing: list[MuxedTransport]) -> MuxedTransport
     """Of connections whose username fragments collide, the one whose password signed it."""
     try:
         message = stun.parse_message(data)
-    except ValueError:
+    except (ValueError, struct.error):
         return None
     for transport in sharing:
         if message.check_message_integrity(transport.password.encode("utf8")):

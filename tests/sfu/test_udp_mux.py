@@ -167,6 +167,15 @@ async def test_guessed_fragment_cannot_take_an_address(mux_sfu: SFU, mux_room: R
         shared.datagram_received(forged, bob_address)
         assert shared.owner(bob_address) is bob_transport
 
+        # Alice's fragment on a request aioice's parser chokes on (PRIORITY of 2 bytes).
+        username = f"{sfu_ufrag}:x".encode()
+        attributes = b"\x00\x06" + len(username).to_bytes(2, "big") + username
+        attributes += bytes(-len(username) % 4) + b"\x00\x24\x00\x02\x00\x01\x00\x00"
+        header = b"\x00\x01" + len(attributes).to_bytes(2, "big") + b"\x21\x12\xa4\x42"
+        dropped = shared.dropped
+        attacker.sendto(header + bytes(12) + attributes, shared.sockname)
+        await wait_for(lambda: shared.dropped > dropped)
+
         # The control: with Alice's password the same request is answered and learned.
         attacker.sendto(
             _binding_request(f"{sfu_ufrag}:{client_ufrag}", sfu_password), shared.sockname
