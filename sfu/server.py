@@ -27,7 +27,8 @@ class SFU:
         if self.settings.single_port and self.udp_mux is None:
             mux = UdpMux()
             addresses = self.settings.bind_addresses or seams.host_addresses()
-            mux.open(addresses, self.settings.udp_port or 0)
+            configured = bool(self.settings.bind_addresses)
+            mux.open(addresses, self.settings.udp_port or 0, skip_unusable=not configured)
             self.udp_mux = mux
         self._started = True
 

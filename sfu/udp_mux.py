@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Callable, Iterable
 import asyncio
+import errno
 import logging
 import socket
 import struct
@@ -291,8 +292,12 @@ class UdpMux:
     def __init__(self) -> None:
         self.sockets: list[SharedSocket] = []
 
-    def open(self, addresses: Iterable[str], port: int) -> None:
+    def open(self, addresses: Iterable[str], port: int, *, skip_unusable: bool = False) -> None:
         """Bind ``port`` (0: the first address gets a free port, the others the same one).
+
+        ``skip_unusable``: leave out, with a warning, addresses that cannot be bound for another
+        reason than the port being taken (for addresses found on the interfaces rather than
+        configured: an IPv6 address may not be usable yet).
 
         Raises:
             OSError: an address cannot be bound; nothing stays bound then.
@@ -301,6 +306,10 @@ class UdpMux:
             try:
                 sock = _bind(address, port)
             except OSError as e:
+                if skip_unusable and e.errno != errno.EADDRINUSE:
+                    logger.warning("media: a local address cannot be bound: %s", e.strerror)
+                    logger.debug("cannot bind UDP on %s: %s", address, e)
+                    continue
                 self.close()
                 message = f"cannot bind UDP port {port} on {address}: {e.strerror}"
                 raise OSError(e.errno, message) from e

@@ -191,8 +191,11 @@ async def test_guessed_fragment_cannot_take_an_address(mux_sfu: SFU, mux_room: R
 
 async def test_port_taken_fails_start_and_port_per_connection_mode() -> None:
     mux = UdpMux()
-    mux.open(["127.0.0.1"], 0)
+    mux.open(["127.0.0.1", "192.0.2.1"], 0, skip_unusable=True)  # the second is not local
+    assert len(mux.sockets) == 1
     taken = mux.sockets[0].sockname[1]
+    with pytest.raises(OSError, match=f"UDP port {taken} on 192.0.2.1"):
+        UdpMux().open(["192.0.2.1"], taken)
     try:
         server = SFU(replace(_LOOPBACK, udp_port=taken))
         with pytest.raises(OSError, match=f"UDP port {taken} on 127.0.0.1"):
