@@ -56,10 +56,11 @@ async def rpc(
 # ------------------------------------------------------------------------------ SFU process
 
 
-async def sfu_main(port: int) -> None:
+async def sfu_main(port: int, port_per_connection: bool) -> None:
     from sfu import SFU, MediaSettings, TransportRole
 
-    server = SFU(MediaSettings(bind_addresses=("127.0.0.1",)))
+    udp_port = None if port_per_connection else 0
+    server = SFU(MediaSettings(bind_addresses=("127.0.0.1",), udp_port=udp_port))
     await server.start()
     conference = server.create_conference("bench")
     publisher = conference.join("publisher", auto_subscribe=False)
@@ -224,7 +225,8 @@ def run(n: int, args: argparse.Namespace) -> dict[str, Any]:
     port = 20000 + os.getpid() % 20000
     me = os.path.abspath(__file__)
     sfu = subprocess.Popen(
-        [sys.executable, me, "sfu", "--port", str(port), "--cpu", str(args.sfu_cpu)],
+        [sys.executable, me, "sfu", "--port", str(port), "--cpu", str(args.sfu_cpu)]
+        + (["--port-per-connection"] if args.port_per_connection else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -287,11 +289,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--n", type=int, default=0)
     parser.add_argument("--cpu", type=int, default=0)
+    parser.add_argument(
+        "--port-per-connection",
+        action="store_true",
+        help="a UDP socket per connection instead of one shared media port",
+    )
     args = parser.parse_args()
     if args.role != "bench":
         os.sched_setaffinity(0, {args.cpu})
         if args.role == "sfu":
-            asyncio.run(sfu_main(args.port))
+            asyncio.run(sfu_main(args.port, args.port_per_connection))
         else:
             asyncio.run(clients_main(args.port, args.n, args.warmup, args.measure))
         return

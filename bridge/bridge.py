@@ -120,6 +120,8 @@ class Bridge:
             await self.sfu.start()
         except SeamError as e:
             raise StartupError(f"this aiortc version is not supported: {e}") from e
+        except OSError as e:
+            raise StartupError(f"media.udp_port: {e.strerror}") from e
         self._running.push_async_callback(self.sfu.close)
         if self.metrics is not None:
             await self._start_metrics(self.metrics)

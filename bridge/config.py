@@ -94,6 +94,7 @@ class Config(BaseFileConfig):
             "dialin.displayname",
             "dialin.max_calls_per_room",
             "media.public_ip",
+            "media.udp_port",
             "media.udp_port_min",
             "media.udp_port_max",
             "focus.hostname",
@@ -158,6 +159,13 @@ class Config(BaseFileConfig):
         Raises:
             ValueError: a value is invalid; the message names the key.
         """
+        udp_port = self.get("media.udp_port", 0)
+        if (
+            not isinstance(udp_port, int)
+            or isinstance(udp_port, bool)
+            or not (udp_port == 0 or 1024 <= udp_port <= 65535)
+        ):
+            raise ValueError("media.udp_port: must be 1024-65535, or 0 for a port per connection")
         ports = (self.get("media.udp_port_min", 0), self.get("media.udp_port_max", 0))
         if not all(isinstance(port, int) for port in ports):
             raise ValueError("media.udp_port_min/udp_port_max: must be port numbers")
@@ -180,6 +188,7 @@ class Config(BaseFileConfig):
             return MediaSettings(
                 bind_addresses=tuple(str(a) for a in self.get("media.bind_addresses", None) or []),
                 public_ip=str(self.get("media.public_ip", "") or "") or None,
+                udp_port=udp_port or None,
                 udp_port_min=ports[0] or None,
                 udp_port_max=ports[1] or None,
                 ice_servers=tuple(servers),

@@ -16,7 +16,7 @@ import urllib.request
 
 from ruamel.yaml import YAML
 
-from .ports import free_port
+from .ports import free_port, free_udp_port
 
 READY_TIMEOUT_S = 60.0
 
@@ -101,6 +101,7 @@ class BridgeProcess:
                 "media.bind_addresses": ["127.0.0.1"],
                 "metrics.enabled": True,
                 "metrics.port": self.metrics_port,
+                "media.udp_port": free_udp_port(),
                 "bridge.call_end_grace": 1,
                 # Loopback connects at once; abandoned connections need not wait 20 s.
                 "media.limits.connect_timeout": 8,

@@ -9,7 +9,8 @@ a few private seams (measured in ``reference/aiortc-sfu.md`` §1):
   aioice pair's socket (the ``rawfast`` path, ~15 µs per forwarded packet);
 * RTCP towards publishers (RR statistics, NACK, PLI) through the idle ``RTCRtpReceiver``;
 * SDP details aiortc does not expose: negotiated codecs/extensions, per-sender msid;
-* ICE host candidates (bind addresses, public IP, port range) and consent timing in aioice.
+* ICE host candidates (bind addresses, public IP, port range or the shared sockets of
+  :mod:`sfu.udp_mux`) and consent timing in aioice.
 
 Tested with aiortc 1.16.0 (aioice 0.13.0, pylibsrtp 1.0.0); the seams used here have kept their
 signatures since aiortc 1.0. :func:`self_test` runs at SFU start-up and raises
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Awaitable, Callable, Iterable
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -39,6 +41,7 @@ import aiortc
 import pylibsrtp
 
 from .config import MediaSettings
+from .udp_mux import UdpMux
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,20 @@ async def self_test() -> None:
         _require(dtls._rtp_router, ["route_rtp", "route_rtcp", "mid_table"], "RtpRouter")
         _require(dtls.transport, ["_connection"], "RTCIceTransport")
         connection = _private(dtls.transport.iceGatherer)._connection
-        _require(connection, ["_protocols", "_nominated", "stun_server"], "aioice.Connection")
+        _require(
+            connection,
+            ["_protocols", "_nominated", "stun_server", "local_username", "local_password"],
+            "aioice.Connection",
+        )
+        _require(
+            aioice.ice.StunProtocol,
+            ["connection_made", "connection_lost", "datagram_received", "send_stun"],
+            "aioice.StunProtocol",
+        )
+        _require_params(aioice.ice.StunProtocol, ["receiver"], "aioice.StunProtocol")
+        _require_params(
+            connection.data_received, ["data", "component"], "Connection.data_received"
+        )
         _require_params(dtls._handle_rtp_data, ["data", "arrival_time_ms"], "_handle_rtp_data")
         _require_params(dtls._handle_rtcp_data, ["data"], "_handle_rtcp_data")
         _require_params(sender._send_rtcp, ["packets"], "RTCRtpSender._send_rtcp")
@@ -144,19 +160,25 @@ def configure_consent(settings: MediaSettings) -> None:
     ice.CONSENT_FAILURES = settings.ice_consent_failures
 
 
-def prepare_ice(pc: RTCPeerConnection, settings: MediaSettings) -> None:
+def prepare_ice(pc: RTCPeerConnection, settings: MediaSettings, mux: UdpMux | None) -> None:
     """Make the not-yet-gathered ICE gatherers of ``pc`` obey the bind/port/IP settings.
 
-    Call before each ``setLocalDescription``: aiortc gathers there. Without such settings
-    aioice's own gathering is left alone.
+    Call before each ``setLocalDescription``: aiortc gathers there. With ``mux``, host
+    candidates are on its shared sockets. Without any such setting aioice's own gathering is
+    left alone.
     """
-    if not (settings.bind_addresses or settings.public_ip or settings.udp_port_min):
+    if not (settings.bind_addresses or settings.public_ip or settings.udp_port_min or mux):
         return
     for gatherer in _ice_gatherers(pc):
         connection = _private(gatherer)._connection
         if gatherer.state == "new" and not getattr(connection, "_sfu_prepared", False):
             connection._sfu_prepared = True
-            connection.get_component_candidates = _host_gathering(connection, settings)
+            connection.get_component_candidates = _host_gathering(connection, settings, mux)
+
+
+def host_addresses() -> list[str]:
+    """The addresses aioice gathers host candidates on when none are configured."""
+    return aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
 
 
 def _ice_gatherers(pc: RTCPeerConnection) -> set[Any]:
@@ -185,34 +207,23 @@ def release_sockets(pc: RTCPeerConnection) -> None:
 
 
 def _host_gathering(
-    connection: Any, settings: MediaSettings
+    connection: Any, settings: MediaSettings, mux: UdpMux | None
 ) -> Callable[..., Awaitable[list[Candidate]]]:
-    """A replacement for ``Connection.get_component_candidates`` that binds host candidates
+    """A replacement for ``Connection.get_component_candidates`` that puts host candidates
     where the admin wants them; STUN/TURN candidates are still gathered by aioice."""
     original = connection.get_component_candidates
 
     async def get_component_candidates(
         component: int, addresses: list[str], timeout: int = 5
     ) -> list[Candidate]:
-        loop = asyncio.get_running_loop()
+        if mux is not None:
+            protocols = _muxed_protocols(connection, component, mux)
+        else:
+            protocols = await _bound_protocols(connection, settings, addresses)
         candidates: list[Candidate] = []
         tasks = []
-        for address in settings.bind_addresses or addresses:
-            try:
-                transport, protocol = await _bind_udp(
-                    loop, lambda: aioice.ice.StunProtocol(connection), address, settings
-                )
-            except OSError as exc:
-                logger.warning("cannot bind UDP on %s: %s", address, exc)
-                continue
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(
-                    aioice.ice.socket.SOL_SOCKET,
-                    aioice.ice.socket.SO_RCVBUF,
-                    aioice.turn.UDP_SOCKET_BUFFER_SIZE,
-                )
-            bound_host, port = transport.get_extra_info("sockname")[:2]
+        for protocol in protocols:
+            bound_host, port = protocol.transport.get_extra_info("sockname")[:2]
             host = settings.public_ip or bound_host
             protocol.local_candidate = Candidate(
                 foundation=candidate_foundation("host", "udp", host),
@@ -237,6 +248,45 @@ def _host_gathering(
         return candidates
 
     return get_component_candidates
+
+
+def _muxed_protocols(
+    connection: Any, component: int, mux: UdpMux
+) -> list[aioice.ice.StunProtocol]:
+    """A protocol of ``connection`` on each of the mux's shared sockets. Media skips the
+    protocol (which would try to parse it as STUN first) and goes to the connection."""
+    on_data = functools.partial(connection.data_received, component=component)
+    protocols = []
+    for shared in mux.sockets:
+        protocol = aioice.ice.StunProtocol(connection)
+        shared.attach(connection.local_username, connection.local_password, protocol, on_data)
+        protocols.append(protocol)
+    return protocols
+
+
+async def _bound_protocols(
+    connection: Any, settings: MediaSettings, addresses: list[str]
+) -> list[aioice.ice.StunProtocol]:
+    """A protocol of ``connection`` on a socket of its own on each address."""
+    loop = asyncio.get_running_loop()
+    protocols = []
+    for address in settings.bind_addresses or addresses:
+        try:
+            transport, protocol = await _bind_udp(
+                loop, lambda: aioice.ice.StunProtocol(connection), address, settings
+            )
+        except OSError as exc:
+            logger.warning("cannot bind UDP on %s: %s", address, exc)
+            continue
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(
+                aioice.ice.socket.SOL_SOCKET,
+                aioice.ice.socket.SO_RCVBUF,
+                aioice.turn.UDP_SOCKET_BUFFER_SIZE,
+            )
+        protocols.append(protocol)
+    return protocols
 
 
 async def _bind_udp(

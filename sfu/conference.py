@@ -25,6 +25,7 @@ from .participant import Participant
 from .speaker import SpeakerDetector
 from .stats import MediaCounters
 from .track import PublishedTrack
+from .udp_mux import UdpMux
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ class Conference:
         settings: MediaSettings,
         on_event: EventHandler | None,
         retired: MediaCounters | None = None,
+        udp_mux: UdpMux | None = None,
     ) -> None:
         """``retired`` receives what tracks and participants counted when they go."""
         self.id = conference_id
         self.retired = retired if retired is not None else MediaCounters()
         self.settings = settings
+        self.udp_mux = udp_mux
         self._on_event = on_event
         self._participants: dict[str, Participant] = {}
         self._tracks: dict[str, PublishedTrack] = {}

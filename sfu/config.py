@@ -29,9 +29,11 @@ class MediaSettings:
     ``bind_addresses``: local addresses to gather host candidates on; empty means every
     non-loopback interface (aioice's behaviour). ``public_ip``: NAT 1:1 address announced in
     host candidates instead of the bound address (the socket stays bound to the local one).
-    ``udp_port_min``/``udp_port_max``: host candidates bind inside this inclusive range (one
-    UDP port per peer connection: aioice has no single-port mux). TURN candidates are allocated
-    by the TURN server and are not affected by the range.
+    ``udp_port``: every connection's host candidate is this one port, on one shared socket per
+    local address (:mod:`sfu.udp_mux`); 0 lets the system pick it at :meth:`SFU.start`; None
+    gives each connection its own socket. ``udp_port_min``/``udp_port_max``: each connection
+    binds its own port inside this inclusive range; set, the range wins over ``udp_port``. TURN
+    candidates are allocated by the TURN server and follow neither.
 
     ``ice_consent_interval``/``ice_consent_failures`` set how fast a silent peer is declared
     gone (RFC 7675 consent freshness). aioice keeps them as module constants, so they apply to
@@ -40,6 +42,7 @@ class MediaSettings:
 
     bind_addresses: tuple[str, ...] = ()
     public_ip: str | None = None
+    udp_port: int | None = 0
     udp_port_min: int | None = None
     udp_port_max: int | None = None
     ice_servers: tuple[IceServer, ...] = ()
@@ -61,7 +64,12 @@ class MediaSettings:
     is removed: a client that never completes ICE must not hold a port and checks forever."""
     max_connecting_transports: int = 100
     """Transports negotiating or checking connectivity at once; adapters refuse newcomers above
-    it (ICE checks cost CPU, and each such transport holds a UDP port)."""
+    it (ICE checks cost CPU, and without the shared port each such transport holds a UDP port)."""
+
+    @property
+    def single_port(self) -> bool:
+        """Whether all connections share :attr:`udp_port` (no port range is set)."""
+        return self.udp_port is not None and self.udp_port_min is None
 
     def ice_servers_for(self, user: str, now: float) -> tuple[IceServer, ...]:
         """The ICE servers ``user`` (a client, or the SFU itself) uses from ``now`` (unix
@@ -79,6 +87,10 @@ class MediaSettings:
             and not (1024 <= self.udp_port_min <= self.udp_port_max <= 65535)
         ):
             raise ValueError("invalid UDP port range")
+        if self.udp_port is not None and not (
+            self.udp_port == 0 or 1024 <= self.udp_port <= 65535
+        ):
+            raise ValueError("invalid UDP port")
         if self.max_tracks_per_participant < 1 or self.max_connecting_transports < 1:
             raise ValueError("limits must be at least 1")
         if self.connect_timeout <= 0:

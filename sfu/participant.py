@@ -60,7 +60,9 @@ class Participant:
         transport_id = transport_id or f"{self.id}#{next(_transport_ids)}"
         if transport_id in self._transports:
             raise ValueError(f"transport {transport_id} exists")
-        transport = Transport(transport_id, role, self, self._conference.settings)
+        transport = Transport(
+            transport_id, role, self, self._conference.settings, self._conference.udp_mux
+        )
         self._transports[transport_id] = transport
         if self.auto_subscribe and role is not TransportRole.PUBLISHER:
             for info in self._conference.tracks:

@@ -9,6 +9,7 @@ from .conference import Conference
 from .config import MediaSettings
 from .events import EventHandler
 from .stats import MediaCounters
+from .udp_mux import UdpMux
 
 
 class SFU:
@@ -20,11 +21,20 @@ class SFU:
         self._retired = MediaCounters()
         """What conferences' tracks and participants counted before they went."""
         self._started = False
+        self.udp_mux: UdpMux | None = None
+        """The shared sockets of the single-port mode (:attr:`MediaSettings.single_port`)."""
 
     async def start(self) -> None:
-        """Verify aiortc's private seams (raises ``SeamError``) and apply process settings."""
+        """Verify aiortc's private seams (raises ``SeamError``), apply process settings and
+        bind the shared media port (raises ``OSError``)."""
         await seams.self_test()
         seams.configure_consent(self.settings)
+        if self.settings.single_port and self.udp_mux is None:
+            mux = UdpMux()
+            addresses = self.settings.bind_addresses or seams.host_addresses()
+            configured = bool(self.settings.bind_addresses)
+            mux.open(addresses, self.settings.udp_port or 0, skip_unusable=not configured)
+            self.udp_mux = mux
         self._started = True
 
     def create_conference(
@@ -34,7 +44,9 @@ class SFU:
             raise RuntimeError("SFU.start() has not run")
         if conference_id in self._conferences:
             raise ValueError(f"conference {conference_id} exists")
-        conference = Conference(conference_id, self.settings, on_event, self._retired)
+        conference = Conference(
+            conference_id, self.settings, on_event, self._retired, self.udp_mux
+        )
         self._conferences[conference_id] = conference
         return conference
 
@@ -76,3 +88,7 @@ class SFU:
     async def close(self) -> None:
         for conference_id in list(self._conferences):
             await self.close_conference(conference_id)
+        if self.udp_mux is not None:
+            self.udp_mux.close()
+            self.udp_mux = None
+        self._started = False

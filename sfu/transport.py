@@ -42,6 +42,7 @@ from .subscription import Subscription
 
 if TYPE_CHECKING:
     from .track import Layer, PublishedTrack
+    from .udp_mux import UdpMux
 
 logger = logging.getLogger(__name__)
 _SSRC = struct.Struct("!I")
@@ -122,6 +123,7 @@ class Transport:
         role: TransportRole,
         owner: TransportOwner,
         settings: MediaSettings,
+        udp_mux: UdpMux | None = None,
     ) -> None:
         self.id = transport_id
         self.role = role
@@ -131,6 +133,7 @@ class Transport:
         self.pc = RTCPeerConnection(rtc_configuration(settings))
         self._owner = owner
         self._settings = settings
+        self._udp_mux = udp_mux
         self._inbound: dict[int, Layer] = {}
         self.simulcast_offers: dict[str, simulcast.SimulcastOffer] = {}
         """Simulcast sections of the client's last offer, by mid."""
@@ -177,7 +180,7 @@ class Transport:
         await self._bind_offered_slots()
         self._admit_sections(track_ids)
         answer = await self.pc.createAnswer()
-        seams.prepare_ice(self.pc, self._settings)
+        seams.prepare_ice(self.pc, self._settings, self._udp_mux)
         await self.pc.setLocalDescription(answer)
         self._negotiated(track_ids or {})
         return simulcast.complete_answer(sdp, self.pc.localDescription.sdp)
@@ -187,7 +190,7 @@ class Transport:
         if self.role is not TransportRole.SUBSCRIBER:
             raise RuntimeError("the client offers on this transport")
         offer = await self.pc.createOffer()
-        seams.prepare_ice(self.pc, self._settings)
+        seams.prepare_ice(self.pc, self._settings, self._udp_mux)
         await self.pc.setLocalDescription(offer)
         self._await_connection()
         return self.pc.localDescription.sdp

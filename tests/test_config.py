@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import socket
 import sqlite3
 
 from ruamel.yaml import YAML
@@ -11,7 +12,7 @@ from bridge import resources
 from bridge.config import Config
 from bridge.db.upgrade import VERSION_TABLE
 from demo.bridge_process import edit_config, run_cli
-from demo.ports import free_port
+from demo.ports import free_port, free_udp_port
 
 
 def write_old_config(path: Path) -> None:
@@ -58,6 +59,30 @@ def test_upgrade_keeps_values_and_adds_new_keys_with_comments(tmp_path: Path) ->
     # Comments of keys that follow a replaced map survive too.
     assert "    # The registration ID; must be unique" in text
     assert "    # How many days of call history" in text
+
+
+def test_configs_from_before_the_single_port_keep_their_range(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    text = resources.example_config()
+    start = text.index("    # The one UDP port all media uses")
+    end = text.index("    # A range of UDP ports")
+    path.write_text(text[:start] + text[end:])
+    edit_config(path, {"media.udp_port_min": 50000, "media.udp_port_max": 50009})
+    config = Config(str(path))
+    config.load()
+    config.update(save=True)
+    assert "    # The one UDP port all media uses" in path.read_text()
+    settings = config.media_settings()
+    assert (settings.udp_port, settings.udp_port_min) == (29335, 50000)
+    assert not settings.single_port
+
+    edit_config(path, {"media.udp_port_min": 0, "media.udp_port_max": 0})
+    config.load()
+    assert config.media_settings().single_port
+
+    edit_config(path, {"media.udp_port": 80})
+    config.load()
+    assert any("media.udp_port: must be 1024-65535" in str(p) for p in config.problems())
 
 
 def test_validation_names_every_bad_key(tmp_path: Path) -> None:
@@ -129,7 +154,12 @@ def registered_config(tmp_path: Path, database: str) -> None:
     run_cli("-c", "config.yaml", cwd=tmp_path)
     edit_config(
         tmp_path / "config.yaml",
-        {"homeserver.domain": "example.org", "appservice.database": database},
+        {
+            "homeserver.domain": "example.org",
+            "appservice.database": database,
+            "media.bind_addresses": ["127.0.0.1"],
+            "media.udp_port": free_udp_port(),
+        },
     )
     assert run_cli("-g", "-c", "config.yaml", cwd=tmp_path).returncode == 0
 
@@ -152,6 +182,17 @@ def test_unreachable_homeserver_exits_with_the_key(tmp_path: Path) -> None:
     result = run_cli("-c", "config.yaml", cwd=tmp_path)
     assert result.returncode == 13, result.stderr
     assert f"homeserver.address: cannot reach the homeserver at {closed}" in result.stderr
+
+
+def test_media_port_taken_exits_with_the_key(tmp_path: Path) -> None:
+    registered_config(tmp_path, "sqlite:bridge.db")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        port = other_program.getsockname()[1]
+        edit_config(tmp_path / "config.yaml", {"media.udp_port": port})
+        result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 13, result.stderr
+    assert f"media.udp_port: cannot bind UDP port {port} on 127.0.0.1" in result.stderr
 
 
 def test_database_newer_than_the_bridge_is_refused(tmp_path: Path) -> None:

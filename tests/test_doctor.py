@@ -21,7 +21,7 @@ from bridge.doctor.judge import judge_clock, same_url
 from bridge.doctor.probes import turn_findings
 from bridge.focus.openid import USERINFO_PATH
 from demo.bridge_process import BridgeProcess, edit_config
-from demo.ports import free_port
+from demo.ports import free_port, free_udp_port
 from demo.synapse import Synapse
 from demo.waiting import eventually
 from sfu import IceServer
@@ -244,6 +244,18 @@ async def test_media_port_already_bound(
         )
         findings = await diagnose(config, web_site)
     assert_failed(findings, "media-ports", f"1 of 1 UDP ports in {port}-{port} on 127.0.0.1")
+
+
+async def test_media_port_held_by_the_running_bridge(
+    running_bridge: BridgeProcess, web_site: str, tmp_path: Path
+) -> None:
+    findings = await diagnose(running_bridge.config_path, web_site)
+    held = found(findings, "media-ports")
+    assert held.status is Status.WARN, held
+    assert "by this bridge if it is running" in held.line()
+
+    free = config_with(running_bridge, tmp_path, {"media.udp_port": free_udp_port()})
+    assert found(await diagnose(free, web_site), "media-ports").status is Status.OK
 
 
 async def test_private_public_ip(

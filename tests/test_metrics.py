@@ -138,7 +138,7 @@ def test_dashboard_queries_only_exported_metrics() -> None:
 
 def test_metrics_are_off_by_default_and_their_keys_checked(tmp_path: Path) -> None:
     assert example_config_with(tmp_path, {}).metrics_settings() == MetricsSettings(
-        enabled=False, hostname="127.0.0.1", port=29335
+        enabled=False, hostname="127.0.0.1", port=29336
     )
     bad = example_config_with(
         tmp_path,

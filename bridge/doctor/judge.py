@@ -205,23 +205,43 @@ def judge_public_ip(public_ip: str | None, local_addresses: list[str]) -> Findin
 _SET_IP = "set media.public_ip to the public IPv4 address that forwards to this machine."
 
 
+def judge_media_port(port: int, address: str, taken: list[int], unusable: str | None) -> Finding:
+    """The one media port (``media.udp_port``): a running bridge holds it, so in use is only
+    a problem when the bridge is stopped."""
+    name = "media-ports"
+    if unusable:
+        return _unbindable(address, unusable)
+    if taken:
+        return warn(
+            name,
+            f"UDP port {port} on {address} is in use: by this bridge if it is running, else by "
+            "another program",
+            "if the bridge is stopped, stop the other program or choose another media.udp_port.",
+        )
+    return ok(name, f"UDP {port} free on {address}; open it for inbound UDP")
+
+
+def _unbindable(address: str, unusable: str) -> Finding:
+    return fail(
+        "media-ports",
+        f"cannot bind UDP on {address}: {unusable}",
+        "media.bind_addresses must list addresses of this machine (or be empty).",
+    )
+
+
 def judge_media_ports(
     port_range: tuple[int, int] | None, address: str, taken: list[int], unusable: str | None
 ) -> Finding:
     """Whether the SFU can bind its UDP ports: free when no call runs."""
     name = "media-ports"
     if unusable:
-        return fail(
-            name,
-            f"cannot bind UDP on {address}: {unusable}",
-            "media.bind_addresses must list addresses of this machine (or be empty).",
-        )
+        return _unbindable(address, unusable)
     if port_range is None:
         return warn(
             name,
-            "media.udp_port_min/udp_port_max are 0: media uses any free UDP port, so the "
-            "firewall must let in all of them",
-            "set a range (e.g. 50000-50999) and open just that for inbound UDP.",
+            "media.udp_port and media.udp_port_min/udp_port_max are 0: media uses any free UDP "
+            "port, so the firewall must let in all of them",
+            "set media.udp_port (e.g. 29335) and open just that for inbound UDP.",
         )
     low, high = port_range
     if taken:

@@ -227,6 +227,10 @@ def media_findings(settings: MediaSettings) -> list[Finding]:
     )
     findings = []
     for address in settings.bind_addresses or ("0.0.0.0",):
+        if settings.single_port and settings.udp_port:
+            taken, unusable = _bind_ports(address, (settings.udp_port, settings.udp_port))
+            findings.append(judge.judge_media_port(settings.udp_port, address, taken, unusable))
+            continue
         taken, unusable = _bind_ports(address, port_range)
         findings.append(judge.judge_media_ports(port_range, address, taken, unusable))
     local = list(settings.bind_addresses) or aioice.ice.get_host_addresses(

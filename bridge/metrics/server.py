@@ -30,7 +30,7 @@ class MetricsSettings:
 
     enabled: bool = False
     hostname: str = "127.0.0.1"
-    port: int = 29335
+    port: int = 29336
 
 
 class _Registry(Collector):

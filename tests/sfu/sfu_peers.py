@@ -33,6 +33,10 @@ from sfu import (
 __all__ = ["MarkedVideo", "Received", "ToneAudio", "config"]  # re-exported for the tests
 E = TypeVar("E")
 
+FAST_CONSENT: dict[str, Any] = {"ice_consent_interval": 1.0, "ice_consent_failures": 3}
+"""Consent timing of every SFU the tests start: aioice keeps it per process, so an SFU started
+with other values would slow down the detection of vanished peers for all the others."""
+
 
 class ClientPeer:
     """One participant's client: publishes marked media, decodes what it receives."""
@@ -186,8 +190,7 @@ async def started_sfu(**settings: Any) -> AsyncIterator[SFU]:
     server = SFU(
         MediaSettings(
             bind_addresses=("127.0.0.1",),
-            ice_consent_interval=1.0,
-            ice_consent_failures=3,
+            **FAST_CONSENT,
             **settings,
         )
     )
