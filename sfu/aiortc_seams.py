@@ -9,7 +9,8 @@ a few private seams (measured in ``reference/aiortc-sfu.md`` §1):
   aioice pair's socket (the ``rawfast`` path, ~15 µs per forwarded packet);
 * RTCP towards publishers (RR statistics, NACK, PLI) through the idle ``RTCRtpReceiver``;
 * SDP details aiortc does not expose: negotiated codecs/extensions, per-sender msid;
-* ICE host candidates (bind addresses, public IP, port range) and consent timing in aioice.
+* ICE host candidates (bind addresses, public IP, port range) and consent timing in aioice;
+* ICE restarts asked for by clients, which aiortc ignores: new credentials in aioice.
 
 Tested with aiortc 1.16.0 (aioice 0.13.0, pylibsrtp 1.0.0); the seams used here have kept their
 signatures since aiortc 1.0. :func:`self_test` runs at SFU start-up and raises
@@ -35,6 +36,7 @@ from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtcpSrPacket, RtpPacket
 from pylibsrtp._binding import ffi, lib
 import aioice.ice
 import aioice.turn
+import aioice.utils
 import aiortc
 import pylibsrtp
 
@@ -120,7 +122,20 @@ async def self_test() -> None:
         _require(dtls._rtp_router, ["route_rtp", "route_rtcp", "mid_table"], "RtpRouter")
         _require(dtls.transport, ["_connection"], "RTCIceTransport")
         connection = _private(dtls.transport.iceGatherer)._connection
-        _require(connection, ["_protocols", "_nominated", "stun_server"], "aioice.Connection")
+        _require(
+            connection,
+            [
+                "_protocols",
+                "_nominated",
+                "stun_server",
+                "_local_username",
+                "_local_password",
+                "remote_username",
+                "remote_password",
+            ],
+            "aioice.Connection",
+        )
+        _require(aioice.utils, ["random_string"], "aioice.utils")
         _require_params(dtls._handle_rtp_data, ["data", "arrival_time_ms"], "_handle_rtp_data")
         _require_params(dtls._handle_rtcp_data, ["data"], "_handle_rtcp_data")
         _require_params(sender._send_rtcp, ["packets"], "RTCRtpSender._send_rtcp")
@@ -157,6 +172,37 @@ def prepare_ice(pc: RTCPeerConnection, settings: MediaSettings) -> None:
         if gatherer.state == "new" and not getattr(connection, "_sfu_prepared", False):
             connection._sfu_prepared = True
             connection.get_component_candidates = _host_gathering(connection, settings)
+
+
+def follow_ice_restart(pc: RTCPeerConnection, remote_sdp: str) -> bool:
+    """Apply the ICE restart a remote offer asks for (new ``ice-ufrag``/``ice-pwd``) to the
+    running ICE connections of ``pc``; call after ``setRemoteDescription``, before
+    ``createAnswer``. Returns whether the offer restarted ICE.
+
+    aiortc ignores a restart: its ICE transport starts once, so checks with the client's new
+    credentials would be refused and the client's new path never forms. Here the connection
+    takes the new remote credentials and fresh local ones (the answer carries them); aioice,
+    as the controlled side, then moves to the pair the client nominates (a new address after
+    a network change). Candidates are not gathered again: the SFU's addresses stay the same.
+    """
+    credentials = dict(
+        line.split(":", 1)
+        for line in remote_sdp.splitlines()
+        if line.startswith(("a=ice-ufrag:", "a=ice-pwd:"))
+    )
+    ufrag, password = credentials.get("a=ice-ufrag"), credentials.get("a=ice-pwd")
+    if not ufrag or not password:
+        return False
+    restarted = False
+    for gatherer in _ice_gatherers(pc):
+        connection = _private(gatherer)._connection
+        if connection.remote_username in (None, ufrag):
+            continue  # not started yet (the first offer starts it), or no restart
+        connection.remote_username, connection.remote_password = ufrag, password
+        connection._local_username = aioice.utils.random_string(4)
+        connection._local_password = aioice.utils.random_string(22)
+        restarted = True
+    return restarted
 
 
 def _ice_gatherers(pc: RTCPeerConnection) -> set[Any]:

@@ -163,6 +163,8 @@ class Transport:
         if self.role is TransportRole.SUBSCRIBER:
             raise RuntimeError("the SFU offers on a subscriber transport")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if seams.follow_ice_restart(self.pc, sdp):
+            logger.info("transport %s: ICE restart", self.id)
         await self._bind_offered_slots()
         self._admit_sections(track_ids)
         answer = await self.pc.createAnswer()
