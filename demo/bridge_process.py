@@ -93,6 +93,8 @@ class BridgeProcess:
                 "focus.public_url": self.focus_url,
                 "media.bind_addresses": ["127.0.0.1"],
                 "bridge.call_end_grace": 1,
+                # Clients in tests resume at once; a dropped one need not stay 15 s.
+                "focus.resume_grace": 3,
                 # Loopback connects at once; abandoned connections need not wait 20 s.
                 "media.limits.connect_timeout": 8,
             },
