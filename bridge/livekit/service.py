@@ -185,10 +185,11 @@ class LiveKitSignalling:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
         await ws.prepare(request)
         grant = admission.grant
-        room = self._room(admission.conference_id, grant.room_alias)
         if admission.resume_sid is not None:
+            room = self.rooms.get(admission.conference_id)
             await self._resume(ws, room, admission.resume_sid, grant.identity)
             return ws
+        room = self._room(admission.conference_id, grant.room_alias)
         await self._replace_duplicate(room, grant.identity)
         sid = new_sid("PA_")
         profile = Profile(
@@ -235,15 +236,16 @@ class LiveKitSignalling:
         return ws
 
     async def _resume(
-        self, ws: web.WebSocketResponse, room: LiveKitRoom, sid: str, identity: str
+        self, ws: web.WebSocketResponse, room: LiveKitRoom | None, sid: str, identity: str
     ) -> None:
         """Continue the session a reconnecting client names, if it is still there and its
         own; otherwise tell the client to join afresh (livekit-client then does a full
         reconnect), as LiveKit does."""
-        session = room.sessions.get(sid)
-        participant = room.participants.get(sid)
+        session = room.sessions.get(sid) if room else None
+        participant = room.participants.get(sid) if room else None
         if (
-            not isinstance(session, SignalSession)
+            room is None
+            or not isinstance(session, SignalSession)
             or session.ended
             or participant is None
             or participant.identity != identity
