@@ -3,6 +3,10 @@ room's Matrix state, each connection a :class:`SignalSession`: protocol v1 at ``
 peer connection; livekit-client's default and Element Call's) and v0 at ``/rtc`` (two; older
 clients, the Flutter SDK, and livekit-client's fallback when v1 fails), each with its
 ``/validate`` twin, which livekit-client asks to explain a failed connection.
+
+A connection that drops without the client leaving does not end its session at once: for
+``resume_grace_s`` the participant stays, and a client that reconnects with its participant
+sid (livekit-client's resume) continues the session on the new connection.
 """
 
 from __future__ import annotations

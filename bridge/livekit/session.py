@@ -14,6 +14,9 @@ The two protocol versions differ only in their peer connections and in who offer
   carry the server's track ids.
 
 Everything the client sends is validated; a violation closes this session only, with a reason.
+
+A session outlives its connection when that drops: a resume attaches a new WebSocket, what was
+queued meanwhile is sent there, and the peer connections, tracks and subscriptions carry on.
 """
 
 from __future__ import annotations
