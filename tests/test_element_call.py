@@ -2,7 +2,8 @@
 against the test Synapse and the bridge: two users in headless Chromium start a call in a
 room with the bot, and each receives the other's video and audio through the SFU (WebRTC
 statistics of what arrives and is decoded); once more in an encrypted room, where Element
-Call encrypts media end to end with per-participant keys sent over Matrix."""
+Call encrypts media end to end with per-participant keys sent over Matrix; and a call whose
+signalling connection drops, which Element Call's livekit-client resumes."""
 
 from __future__ import annotations
 
@@ -27,20 +28,24 @@ from .support.calls import BOT, CALL_MEMBER
 
 NAMES = ("alice", "bob")
 
-COLLECT_PEER_CONNECTIONS = """
+COLLECT_CONNECTIONS = """
 (() => {
-  const Original = window.RTCPeerConnection;
-  window.peerConnections = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Original(...args);
-    window.peerConnections.push(pc);
-    return pc;
+  const keep = (Original, list) => {
+    window[list] = [];
+    const Kept = function (...args) {
+      const instance = new Original(...args);
+      window[list].push(instance);
+      return instance;
+    };
+    Kept.prototype = Original.prototype;
+    Object.setPrototypeOf(Kept, Original);
+    return Kept;
   };
-  window.RTCPeerConnection.prototype = Original.prototype;
-  Object.setPrototypeOf(window.RTCPeerConnection, Original);
+  window.RTCPeerConnection = keep(window.RTCPeerConnection, "peerConnections");
+  window.WebSocket = keep(window.WebSocket, "webSockets");
 })();
 """
-"""Keeps the app's peer connections where the test can ask them for statistics."""
+"""Keeps the app's peer connections and WebSockets where the test can reach them."""
 
 RECEIVED = """
 async () => {
@@ -107,7 +112,7 @@ async def open_element_call(
     await context.add_init_script(
         f"localStorage.setItem('matrix-auth-store', {json.dumps(json.dumps(auth))});"
     )
-    await context.add_init_script(COLLECT_PEER_CONNECTIONS)
+    await context.add_init_script(COLLECT_CONNECTIONS)
     page = await context.new_page()
     page.on("console", lambda message: console.append(message.text))
     await page.goto(f"{ec_url}/room/#/?roomId={room}")
@@ -165,3 +170,37 @@ async def receiving(
         for now, then in zip(states, before, strict=True)
     )
     return states if enough else None
+
+
+async def test_element_call_resumes_after_its_connection_drops(
+    browser: Browser, ec_url: str, synapse: Synapse, running_bridge: BridgeProcess
+) -> None:
+    """Element Call's signalling WebSocket drops: livekit-client resumes the same session
+    (ICE restart included), the other user sees no one leave, and media flows again."""
+    users = {name: synapse.register_user(f"{name}-{secrets.token_hex(4)}") for name in NAMES}
+    room = await call_room(users, synapse, encrypted=False)
+    consoles: dict[str, list[str]] = {name: [] for name in NAMES}
+    pages = [
+        await open_element_call(browser, ec_url, users[name], room, consoles[name])
+        for name in NAMES
+    ]
+    try:
+        first = await eventually(partial(receiving, pages), timeout=90, interval=1)
+        seen_by_bob = len(consoles["bob"])
+        await pages[0].evaluate(
+            """() => window.webSockets
+                .filter((socket) => new URL(socket.url).pathname.startsWith("/rtc"))
+                .forEach((socket) => socket.close())"""
+        )
+
+        async def resumed() -> bool:
+            return "resumed on a new connection" in running_bridge.log_text()
+
+        await eventually(resumed, timeout=30)
+        await eventually(partial(receiving, pages, since=first), timeout=60, interval=1)
+        meanwhile = consoles["bob"][seen_by_bob:]  # not what closing the pages logs
+    finally:
+        for page in pages:
+            await page.context.close()
+    alice = f"{users['alice'].user_id}:{users['alice'].device_id}"
+    assert not [line for line in meanwhile if "Unsubscribed" in line and alice in line]
