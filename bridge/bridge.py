@@ -99,6 +99,7 @@ class Bridge:
             self.sfu.settings,
             config.session_limits(),
             config["bridge.call_end_grace"],
+            config["focus.resume_grace"],
         )
         self.signalling.add_routes(self.focus.app)
         add_probe_route(self.focus.app, secrets.token_hex(8))

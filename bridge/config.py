@@ -101,6 +101,7 @@ class Config(BaseFileConfig):
             "focus.port",
             "focus.public_url",
             "focus.token_lifetime",
+            "focus.resume_grace",
             "focus.rooms_without_bot",
             "focus.trusted_proxies",
             "focus.homeserver_proxy",
@@ -403,6 +404,11 @@ class Config(BaseFileConfig):
         lifetime = self.get("focus.token_lifetime", None)
         if not (isinstance(lifetime, int) and 60 <= lifetime <= 86400):
             found.append(ConfigProblem("focus.token_lifetime", "must be 60-86400 seconds"))
+        grace = self.get("focus.resume_grace", None)
+        if not (
+            isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= 300
+        ):
+            found.append(ConfigProblem("focus.resume_grace", "must be 0-300 seconds"))
         policy = self.get("focus.rooms_without_bot", None)
         if policy not in {choice.value for choice in RoomsWithoutBot}:
             choices = ", ".join(choice.value for choice in RoomsWithoutBot)

@@ -103,6 +103,8 @@ class BridgeProcess:
                 "metrics.port": self.metrics_port,
                 "media.udp_port": free_udp_port(),
                 "bridge.call_end_grace": 1,
+                # Clients in tests resume at once; a dropped one need not stay 15 s.
+                "focus.resume_grace": 3,
                 # Loopback connects at once; abandoned connections need not wait 20 s.
                 "media.limits.connect_timeout": 8,
             },

@@ -88,6 +88,10 @@ class LiveKitClient:
         self.permission: models.ParticipantPermission | None = None
         """What the SFU says we may do: from the join, then from updates about ourselves."""
         self.requirements: list[rtc.MediaSectionsRequirement] = []
+        self.departures: list[str] = []
+        """Sids of participants announced as gone, in order."""
+        self.reconnects: list[rtc.ReconnectResponse] = []
+        self.auto_subscribe = True
         self.pub_pc, self.sub_pc = self._connections(())
         """The connection media is sent on, and the one it is received on (on v1, the same)."""
         self.audio: ToneAudio | None = None
@@ -99,6 +103,7 @@ class LiveKitClient:
         self._mid_to_track_id: dict[str, str] = {}
         self._negotiation = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._signal_tasks: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
 
     @property
@@ -112,6 +117,7 @@ class LiveKitClient:
         return self.join.participant.identity
 
     async def connect(self, auto_subscribe: bool = True) -> rtc.JoinResponse:
+        self.auto_subscribe = auto_subscribe
         if self.protocol == "v1":
             return await self._connect_single_pc(auto_subscribe)
         query = {
@@ -148,9 +154,7 @@ class LiveKitClient:
         return join
 
     async def _open(self, path: str, query: dict[str, str]) -> rtc.JoinResponse:
-        self._ws = await self._session.ws_connect(f"{self.focus_url}{path}", params=query)
-        first = await self._ws.receive(timeout=10)
-        response = rtc.SignalResponse.FromString(first.data)
+        response = await self._open_socket(path, query)
         assert response.WhichOneof("message") == "join", response
         self.join = response.join
         if self.protocol == "v0" and self.join.ice_servers:
@@ -165,9 +169,65 @@ class LiveKitClient:
         self.permission = self.join.participant.permission
         for info in self.join.other_participants:
             self._update_participant(info)
-        self._spawn(self._read())
-        self._spawn(self._ping())
+        self._listen()
         return self.join
+
+    async def _open_socket(self, path: str, query: dict[str, str]) -> rtc.SignalResponse:
+        """A new signalling connection, and the first message on it."""
+        self._closed.clear()
+        self._ws = await self._session.ws_connect(f"{self.focus_url}{path}", params=query)
+        first = await self._ws.receive(timeout=10)
+        return rtc.SignalResponse.FromString(first.data)
+
+    async def drop_connection(self) -> None:
+        """Lose the signalling connection as a network change does: no leave; the peer
+        connections stay."""
+        for task in self._signal_tasks:
+            task.cancel()
+        assert self._ws is not None
+        await self._ws.close()
+
+    async def resume(self) -> rtc.SignalResponse:
+        """Reconnect as livekit-client resumes: the same token, ``reconnect`` with the
+        participant sid, then ``sync_state`` and a new publisher offer (livekit-client's
+        offer restarts ICE; aiortc's cannot). Returns the first message: ``reconnect`` when
+        the session continues, ``leave`` when the client must join afresh."""
+        if self.protocol == "v1":
+            join_request = rtc.JoinRequest(
+                client_info=models.ClientInfo(sdk=models.ClientInfo.SDK.JS, protocol=16),
+                connection_settings=rtc.ConnectionSettings(auto_subscribe=self.auto_subscribe),
+                reconnect=True,
+                participant_sid=self.sid,
+                reconnect_reason=models.ReconnectReason.RR_SIGNAL_DISCONNECTED,
+            )
+            wrapped = rtc.WrappedJoinRequest(join_request=join_request.SerializeToString())
+            path, query = (
+                "/rtc/v1",
+                {
+                    "access_token": self.token,
+                    "join_request": base64.urlsafe_b64encode(wrapped.SerializeToString()).decode(),
+                },
+            )
+        else:
+            path, query = (
+                "/rtc",
+                {
+                    "access_token": self.token,
+                    "auto_subscribe": "1" if self.auto_subscribe else "0",
+                    "reconnect": "1",
+                    "sid": self.sid,
+                    "reconnect_reason": str(models.ReconnectReason.RR_SIGNAL_DISCONNECTED),
+                },
+            )
+        first = await self._open_socket(path, query)
+        if first.WhichOneof("message") != "reconnect":
+            return first
+        self.reconnects.append(first.reconnect)
+        self._listen()
+        await self.send(rtc.SignalRequest(sync_state=rtc.SyncState()))
+        if self.protocol == "v1" or self.pub_pc.getTransceivers():
+            await self.negotiate_publisher()
+        return first
 
     async def send(self, request: rtc.SignalRequest) -> None:
         assert self._ws is not None
@@ -292,10 +352,15 @@ class LiveKitClient:
         subscriber.on("track", self._on_track)
         return publisher, subscriber
 
-    def _spawn(self, coroutine: object) -> None:
+    def _spawn(self, coroutine: object) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)  # type: ignore[call-overload]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _listen(self) -> None:
+        """Read and ping on the current signalling connection."""
+        self._signal_tasks = [self._spawn(self._read()), self._spawn(self._ping())]
 
     async def _ping(self) -> None:
         while True:
@@ -364,6 +429,7 @@ class LiveKitClient:
             return
         if info.state == models.ParticipantInfo.State.DISCONNECTED:
             self.participants.pop(info.sid, None)
+            self.departures.append(info.sid)
             return
         remote = self.participants.setdefault(info.sid, RemoteParticipant(info.sid, info.identity))
         if info.version <= remote.version:  # not newer: livekit-client ignores it too

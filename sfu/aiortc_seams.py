@@ -10,7 +10,8 @@ a few private seams (measured in ``reference/aiortc-sfu.md`` §1):
 * RTCP towards publishers (RR statistics, NACK, PLI) through the idle ``RTCRtpReceiver``;
 * SDP details aiortc does not expose: negotiated codecs/extensions, per-sender msid;
 * ICE host candidates (bind addresses, public IP, port range or the shared sockets of
-  :mod:`sfu.udp_mux`) and consent timing in aioice.
+  :mod:`sfu.udp_mux`) and consent timing in aioice;
+* ICE restarts asked for by clients, which aiortc ignores: new credentials in aioice.
 
 Tested with aiortc 1.16.0 (aioice 0.13.0, pylibsrtp 1.0.0); the seams used here have kept their
 signatures since aiortc 1.0. :func:`self_test` runs at SFU start-up and raises
@@ -37,11 +38,12 @@ from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtcpSrPacket, RtpPacket
 from pylibsrtp._binding import ffi, lib
 import aioice.ice
 import aioice.turn
+import aioice.utils
 import aiortc
 import pylibsrtp
 
 from .config import MediaSettings
-from .udp_mux import UdpMux
+from .udp_mux import MuxedTransport, UdpMux
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +127,20 @@ async def self_test() -> None:
         connection = _private(dtls.transport.iceGatherer)._connection
         _require(
             connection,
-            ["_protocols", "_nominated", "stun_server", "local_username", "local_password"],
+            [
+                "_protocols",
+                "_nominated",
+                "stun_server",
+                "local_username",
+                "local_password",
+                "_local_username",
+                "_local_password",
+                "remote_username",
+                "remote_password",
+            ],
             "aioice.Connection",
         )
+        _require(aioice.utils, ["random_string"], "aioice.utils")
         _require(
             aioice.ice.StunProtocol,
             ["connection_made", "connection_lost", "datagram_received", "send_stun"],
@@ -179,6 +192,41 @@ def prepare_ice(pc: RTCPeerConnection, settings: MediaSettings, mux: UdpMux | No
 def host_addresses() -> list[str]:
     """The addresses aioice gathers host candidates on when none are configured."""
     return aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+
+
+def follow_ice_restart(pc: RTCPeerConnection, remote_sdp: str) -> bool:
+    """Apply the ICE restart a remote offer asks for (new ``ice-ufrag``/``ice-pwd``) to the
+    running ICE connections of ``pc``; call after ``setRemoteDescription``, before
+    ``createAnswer``. Returns whether the offer restarted ICE.
+
+    aiortc ignores a restart: its ICE transport starts once, so checks with the client's new
+    credentials would be refused and the client's new path never forms. Here the connection
+    takes the new remote credentials and fresh local ones (the answer carries them); aioice,
+    as the controlled side, then moves to the pair the client nominates (a new address after
+    a network change). Candidates are not gathered again: the SFU's addresses stay the same.
+    """
+    credentials = dict(
+        line.split(":", 1)
+        for line in remote_sdp.splitlines()
+        if line.startswith(("a=ice-ufrag:", "a=ice-pwd:"))
+    )
+    ufrag, password = credentials.get("a=ice-ufrag"), credentials.get("a=ice-pwd")
+    if not ufrag or not password:
+        return False
+    restarted = False
+    for gatherer in _ice_gatherers(pc):
+        connection = _private(gatherer)._connection
+        if connection.remote_username in (None, ufrag):
+            continue  # not started yet (the first offer starts it), or no restart
+        connection.remote_username, connection.remote_password = ufrag, password
+        connection._local_username = aioice.utils.random_string(4)
+        connection._local_password = aioice.utils.random_string(22)
+        for protocol in connection._protocols:
+            shared = getattr(protocol, "transport", None)
+            if isinstance(shared, MuxedTransport):
+                shared.rekey(connection._local_username, connection._local_password)
+        restarted = True
+    return restarted
 
 
 def _ice_gatherers(pc: RTCPeerConnection) -> set[Any]:

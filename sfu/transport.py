@@ -177,6 +177,8 @@ class Transport:
         offered_simulcast = simulcast.parse_offer(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self.simulcast_offers = offered_simulcast
+        if seams.follow_ice_restart(self.pc, sdp):
+            logger.info("transport %s: ICE restart", self.id)
         await self._bind_offered_slots()
         self._admit_sections(track_ids)
         answer = await self.pc.createAnswer()

@@ -106,6 +106,11 @@ class MuxedTransport(asyncio.DatagramTransport):
                 self._shared.expect(bytes(data[8:20]), self)
         self._shared.send(data, addr)
 
+    def rekey(self, ufrag: str, password: str) -> None:
+        """The connection restarted ICE with new local credentials: requests naming them are
+        its from now on (the addresses it learnt stay its until others authenticate)."""
+        self._shared.rekey(self, ufrag, password)
+
     def close(self) -> None:
         if self._closing:
             return
@@ -178,6 +183,14 @@ class SharedSocket:
                 del self._by_transaction[transaction]
         transport.addresses.clear()
         transport.transactions.clear()
+        self._forget_ufrag(transport)
+
+    def rekey(self, transport: MuxedTransport, ufrag: str, password: str) -> None:
+        self._forget_ufrag(transport)
+        transport.ufrag, transport.password = ufrag, password
+        self._by_ufrag.setdefault(ufrag, []).append(transport)
+
+    def _forget_ufrag(self, transport: MuxedTransport) -> None:
         sharing = self._by_ufrag.get(transport.ufrag, [])
         if transport in sharing:
             sharing.remove(transport)

@@ -13,6 +13,7 @@ import secrets
 
 from mautrix.types import Membership, RoomID, UserID
 from playwright.async_api import Browser, Page
+from yarl import URL
 import pytest
 
 from demo.bridge_process import BridgeProcess
@@ -181,4 +182,45 @@ async def test_simulcast_layer_follows_tile_size(
         assert set(paths) == {"/rtc/v1" if signal == "v1" else "/rtc"}
     finally:
         for page in (alice, bob):
+            await page.context.close()
+
+
+async def test_browser_resumes_after_its_signalling_connection_drops(
+    browser: Browser,
+    pages_url: str,
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+) -> None:
+    """livekit-client's own resume (reconnect with its sid, sync_state, an offer restarting
+    ICE): the same participant continues, and media flows again both ways."""
+    signal_paths: list[str] = []
+    pages = {
+        name: await open_call(
+            browser, pages_url, running_bridge, synapse, users[name], room_id, None, "v1", []
+        )
+        for name in NAMES[:2]
+    }
+    pages["alice"].on("websocket", lambda socket: signal_paths.append(URL(socket.url).path))
+    sids = "[...window.callRoom.remoteParticipants.values()].map(p => p.sid)"
+    try:
+        await wait_for_media_from_everyone(pages, e2ee=False)
+        alice_sid = await pages["alice"].evaluate("window.callRoom.localParticipant.sid")
+        assert await pages["bob"].evaluate(sids) == [alice_sid]
+
+        await pages["alice"].evaluate(
+            """() => new Promise((resolve) => {
+                window.callRoom.once("reconnected", resolve);
+                window.callRoom.simulateScenario("signal-reconnect");
+            })"""
+        )
+
+        assert signal_paths == ["/rtc/v1"]  # one new connection: a resume, not a rejoin
+        assert await pages["alice"].evaluate("window.callRoom.localParticipant.sid") == alice_sid
+        assert await pages["bob"].evaluate(sids) == [alice_sid]
+        assert "resumed on a new connection" in running_bridge.log_text()
+        await wait_for_media_from_everyone(pages, e2ee=False)
+    finally:
+        for page in pages.values():
             await page.context.close()

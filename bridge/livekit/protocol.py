@@ -36,6 +36,10 @@ class ConnectRequest:
     single_pc: bool
     join_request: rtc.JoinRequest | None
     """v1 only: the client's join request, with its first publisher offer."""
+    resume_sid: str | None = None
+    """The participant sid a reconnecting client wants to continue as (livekit-client's
+    resume: v0 ``reconnect=1&sid=``, v1 the join request's ``reconnect`` and
+    ``participant_sid``; empty if it names none); None for a join."""
 
 
 def access_token(request: web.Request) -> str | None:
@@ -55,9 +59,13 @@ def connect_request(request: web.Request, *, single_pc: bool) -> ConnectRequest:
     if single_pc:
         join_request = decode_join_request(request.query.get("join_request", ""))
         auto_subscribe = join_request.connection_settings.auto_subscribe
+        resume = join_request.reconnect
+        sid = join_request.participant_sid
     else:
         auto_subscribe = request.query.get("auto_subscribe", "1") != "0"
-    return ConnectRequest(token, auto_subscribe, single_pc, join_request)
+        resume = request.query.get("reconnect") in ("1", "true")
+        sid = request.query.get("sid", "")
+    return ConnectRequest(token, auto_subscribe, single_pc, join_request, sid if resume else None)
 
 
 def decode_join_request(text: str) -> rtc.JoinRequest:

@@ -3,6 +3,10 @@ room's Matrix state, each connection a :class:`SignalSession`: protocol v1 at ``
 peer connection; livekit-client's default and Element Call's) and v0 at ``/rtc`` (two; older
 clients, the Flutter SDK, and livekit-client's fallback when v1 fails), each with its
 ``/validate`` twin, which livekit-client asks to explain a failed connection.
+
+A connection that drops without the client leaving does not end its session at once: for
+``resume_grace_s`` the participant stays, and a client that reconnects with its participant
+sid (livekit-client's resume) continues the session on the new connection.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from functools import partial
 import asyncio
 import logging
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from livekit.protocol import models, rtc
 from mautrix.types import RoomID, UserID
 
@@ -22,7 +26,7 @@ from ..db import Room
 from ..focus.errors import Forbidden
 from ..focus.tokens import FocusGrant, InvalidFocusToken
 from .ids import new_sid
-from .protocol import MAX_MESSAGE_BYTES, ProtocolViolation, connect_request
+from .protocol import MAX_MESSAGE_BYTES, ProtocolViolation, connect_request, encode_response
 from .room import LiveKitRoom, RoomParticipant
 from .session import DualPCSession, SignalSession, SinglePCSession
 
@@ -53,6 +57,8 @@ class Admission:
     auto_subscribe: bool
     join_request: rtc.JoinRequest | None
     """v1 only: what the client sent to join, with its first offer."""
+    resume_sid: str | None
+    """The participant a reconnecting client continues; None for a join."""
 
 
 class LiveKitSignalling:
@@ -64,12 +70,15 @@ class LiveKitSignalling:
         media: MediaSettings,
         limits: SessionLimits,
         empty_grace_s: float,
+        resume_grace_s: float,
     ) -> None:
         self.focus = focus
         self.rights = rights
         self.limits = limits
         self.empty_grace_s = empty_grace_s
         """How long an empty conference stays open, so a participant reconnecting finds it."""
+        self.resume_grace_s = resume_grace_s
+        """How long a participant whose connection dropped stays, for the client to resume."""
         self.conferences = conferences
         self.media = media
         self.rooms: dict[str, LiveKitRoom] = {}
@@ -134,6 +143,7 @@ class LiveKitSignalling:
             can_publish=grant.video.can_publish and access.can_publish,
             auto_subscribe=connect.auto_subscribe,
             join_request=connect.join_request,
+            resume_sid=connect.resume_sid,
         )
 
     def _check_limits(self, conference_id: str, grant: FocusGrant) -> None:
@@ -173,6 +183,10 @@ class LiveKitSignalling:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES)
         await ws.prepare(request)
         grant = admission.grant
+        if admission.resume_sid is not None:
+            room = self.rooms.get(admission.conference_id)
+            await self._resume(ws, room, admission.resume_sid, grant.identity)
+            return ws
         room = self._room(admission.conference_id, grant.room_alias)
         await self._replace_duplicate(room, grant.identity)
         sid = new_sid("PA_")
@@ -216,10 +230,47 @@ class LiveKitSignalling:
         try:
             await session.run()
         finally:
-            conference = self.conferences.sfu.conference(admission.conference_id)
-            if conference is not None:
-                await conference.remove(sid, "left")
+            await self._after_connection(session, ws, room.conference_id)
         return ws
+
+    async def _resume(
+        self, ws: web.WebSocketResponse, room: LiveKitRoom | None, sid: str, identity: str
+    ) -> None:
+        """Continue the session a reconnecting client names, if it is still there and its
+        own; otherwise tell the client to join afresh (livekit-client then does a full
+        reconnect), as LiveKit does."""
+        session = room.sessions.get(sid) if room else None
+        participant = room.participants.get(sid) if room else None
+        if (
+            room is None
+            or not isinstance(session, SignalSession)
+            or session.ended
+            or participant is None
+            or participant.identity != identity
+        ):
+            leave = rtc.LeaveRequest(
+                can_reconnect=True,
+                reason=models.DisconnectReason.STATE_MISMATCH,
+                action=rtc.LeaveRequest.Action.RECONNECT,
+            )
+            await ws.send_bytes(encode_response(rtc.SignalResponse(leave=leave)))
+            await ws.close(code=WSCloseCode.OK, message=b"nothing to resume: join again")
+            return
+        try:
+            await session.resume(ws)
+        finally:
+            await self._after_connection(session, ws, room.conference_id)
+
+    async def _after_connection(
+        self, session: SignalSession, ws: web.WebSocketResponse, conference_id: str
+    ) -> None:
+        """A connection ended: the session ends with it, unless the connection merely
+        dropped and the client resumes within the grace time (or already has)."""
+        if not session.ended and await session.resumed_within(ws, self.resume_grace_s):
+            return
+        conference = self.conferences.sfu.conference(conference_id)
+        if conference is not None:
+            await conference.remove(session.me.sid, session.end_reason)
 
     def _room(self, conference_id: str, name: str) -> LiveKitRoom:
         room = self.rooms.get(conference_id)

@@ -14,12 +14,16 @@ The two protocol versions differ only in their peer connections and in who offer
   carry the server's track ids.
 
 Everything the client sends is validated; a violation closes this session only, with a reason.
+
+A session outlives its connection when that drops: a resume attaches a new WebSocket, what was
+queued meanwhile is sent there, and the peer connections, tracks and subscriptions carry on.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Awaitable, Callable
 import asyncio
 import contextlib
@@ -103,10 +107,16 @@ class SignalSession(ABC):
         self._announced: dict[str, models.TrackInfo] = {}
         """Tracks whose media was negotiated, by SFU track id (= LiveKit track sid)."""
         self._outbox: asyncio.Queue[rtc.SignalResponse | None] = asyncio.Queue()
+        self._unsent: deque[rtc.SignalResponse] = deque()
+        """Taken from the outbox but not sent when a connection was lost: sent first next."""
+        self._writer: asyncio.Task[None] | None = None
         self._negotiating = False
         self._negotiate_again = False
         self._last_ping = time.monotonic()
         self._close_reason: str | None = None
+        self._connection_changed = asyncio.Event()
+        """Set when the client resumes on a new connection, or a connection or the session
+        ends."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     @abstractmethod
@@ -124,17 +134,70 @@ class SignalSession(ABC):
     @abstractmethod
     async def _on_answer(self, answer: rtc.SessionDescription) -> None: ...
 
+    @abstractmethod
+    async def _on_resumed(self) -> None:
+        """Catch up after a resume (the session's state itself carried over)."""
+
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def ended(self) -> bool:
+        """The client left, broke the protocol or was removed: no connection continues it."""
+        return self._close_reason is not None
+
+    @property
+    def end_reason(self) -> str:
+        return self._close_reason or "connection lost"
+
     async def run(self) -> None:
-        """Serve the client until it leaves, breaks the protocol or is removed."""
+        """Serve the client on its first connection until it leaves, breaks the protocol or
+        is removed, or the connection drops (then :meth:`resume` may continue the session)."""
         self.post(rtc.SignalResponse(join=self._join_response()))
-        writer = asyncio.create_task(self._write_responses())
-        self._spawn(self._watch_pings())
         self._spawn(self._refresh_token())
+        await self._serve(self.ws, self._start)
+
+    async def resume(self, ws: web.WebSocketResponse) -> None:
+        """Continue on a new connection of the same client (livekit-client's resume, after
+        its connection dropped or looked dead to it): transports, published tracks and
+        subscriptions stay as they are, so the others see nothing happen. The client gets a
+        reconnect response first (it drops anything else that comes first), then what was
+        queued meanwhile, and serves until this connection ends too."""
+        previous, self.ws = self.ws, ws
+        if self._writer is not None:
+            self._writer.cancel()  # what it has not sent goes to the new connection
+        self._connection_changed.set()
+        if not previous.closed:  # half-open: closing it may wait for its timeout
+            self._spawn(self._close(previous))
+        join = self._join_response()
+        reconnect = rtc.ReconnectResponse(
+            ice_servers=join.ice_servers, server_info=join.server_info
+        )
         try:
-            await self._start()
-            async for message in self.ws:
+            await ws.send_bytes(encode_response(rtc.SignalResponse(reconnect=reconnect)))
+        except (ConnectionError, RuntimeError):
+            return
+        log.info("Session %s resumed on a new connection", self.me.sid)
+        await self._serve(ws, self._on_resumed)
+
+    async def resumed_within(self, ws: web.WebSocketResponse, timeout_s: float) -> bool:
+        """After ``ws`` dropped: whether the client resumed on a new connection within
+        ``timeout_s`` (False once the session ended meanwhile)."""
+        self._connection_changed.clear()
+        if self.ws is ws and not self.ended:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connection_changed.wait(), timeout_s)
+        return self.ws is not ws and not self.ended
+
+    async def _serve(
+        self, ws: web.WebSocketResponse, start: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Read one connection's requests and write the queued responses to it."""
+        self._last_ping = time.monotonic()
+        self._writer = writer = asyncio.create_task(self._write_responses(ws))
+        pings = asyncio.create_task(self._watch_pings(ws))
+        try:
+            await start()
+            async for message in ws:
                 if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.ERROR):
                     break
                 await self._handle(decode_request(message))
@@ -143,15 +206,20 @@ class SignalSession(ABC):
         except ProtocolViolation as e:
             log.info("Closing session %s: %s", self.me.sid, e)
             self._close_reason = str(e)
-            await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:123])
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(e).encode()[:123])
         finally:
-            for task in self._tasks:
-                task.cancel()
-            self._outbox.put_nowait(None)
-            with contextlib.suppress(Exception):
+            pings.cancel()
+            if self._close_reason is None or self.ws is not ws:
+                writer.cancel()  # what is still queued waits for the next connection
+            else:
+                for task in self._tasks:
+                    task.cancel()
+                self._outbox.put_nowait(None)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer
-            if not self.ws.closed:
-                await self.ws.close()
+            if not ws.closed:
+                await ws.close()
+            self._connection_changed.set()
 
     def post(self, response: rtc.SignalResponse) -> None:
         """Queue a message for the client, in order."""
@@ -174,28 +242,39 @@ class SignalSession(ABC):
                 )
             )
             self._outbox.put_nowait(None)
+            self._connection_changed.set()
 
-    async def _write_responses(self) -> None:
-        while (response := await self._outbox.get()) is not None:
+    async def _write_responses(self, ws: web.WebSocketResponse) -> None:
+        """Send what is queued, in order; a message the connection fails to take is kept for
+        the next connection, if the client resumes."""
+        while True:
+            response = self._unsent.popleft() if self._unsent else await self._outbox.get()
+            if response is None:
+                break
             try:
-                await self.ws.send_bytes(encode_response(response))
-            except (ConnectionError, RuntimeError):
-                return
-        if self._close_reason is not None and not self.ws.closed:
-            await self.ws.close(code=WSCloseCode.OK, message=self._close_reason.encode()[:123])
+                await ws.send_bytes(encode_response(response))
+            except (ConnectionError, RuntimeError, asyncio.CancelledError):
+                self._unsent.appendleft(response)
+                raise
+        if self._close_reason is not None and not ws.closed:
+            await ws.close(code=WSCloseCode.OK, message=self._close_reason.encode()[:123])
+
+    @staticmethod
+    async def _close(ws: web.WebSocketResponse) -> None:
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"resumed on a new connection")
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch_pings(self) -> None:
-        """A client that stopped pinging is gone even if its socket still looks open."""
+    async def _watch_pings(self, ws: web.WebSocketResponse) -> None:
+        """A client that stopped pinging has lost this connection even if it looks open."""
         while True:
             await asyncio.sleep(PING_INTERVAL_S)
             if time.monotonic() - self._last_ping > PING_TIMEOUT_S:
                 log.info("Session %s stopped pinging", self.me.sid)
-                await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"ping timeout")
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"ping timeout")
                 return
 
     async def _refresh_token(self) -> None:
@@ -254,6 +333,8 @@ class SignalSession(ABC):
             self._on_track_setting(request.track_setting)
         elif kind == "update_metadata":
             self._on_update_metadata(request.update_metadata)
+        elif kind == "sync_state":
+            self._on_sync_state(request.sync_state)
         elif kind == "leave":
             self._close_reason = "left"
         elif kind == "ping":
@@ -390,6 +471,15 @@ class SignalSession(ABC):
                 rids = subscription.source.info.layers
                 subscription.prefer_layer(quality_layer(rids, request.quality))
 
+    def _on_sync_state(self, state: rtc.SyncState) -> None:
+        """After a resume the client restates what it wants to receive; the SFU kept what it
+        publishes and its descriptions, so the rest is not needed."""
+        self._on_subscription(state.subscription)
+        for sid in state.track_sids_disabled:
+            subscription = self.participant.subscription_for(sid)
+            if subscription is not None:
+                subscription.set_paused(True)
+
     def _on_update_metadata(self, request: rtc.UpdateParticipantMetadata) -> None:
         self.me.name = request.name or self.me.name
         self.me.metadata = request.metadata or self.me.metadata
@@ -484,6 +574,9 @@ class DualPCSession(SignalSession):
             raise ProtocolViolation(f"bad SDP answer: {e}") from e
         await self._negotiated()
 
+    async def _on_resumed(self) -> None:
+        """The SFU's offers still queued reach the client now; those it answered are done."""
+
 
 class SinglePCSession(SignalSession):
     """Protocol v1: one connection, on which only the client offers."""
@@ -534,3 +627,9 @@ class SinglePCSession(SignalSession):
 
     async def _on_answer(self, answer: rtc.SessionDescription) -> None:
         raise ProtocolViolation("unexpected answer: on one connection only the client offers")
+
+    async def _on_resumed(self) -> None:
+        """A request for sections may have been lost with the old connection: ask again (at
+        worst the client adds a few sections it does not need)."""
+        if self._negotiating:
+            await self._negotiate()

@@ -39,6 +39,7 @@ def test_bad_focus_values_are_named(tmp_path: Path) -> None:
             "focus.port": 29333,
             "focus.public_url": "https://rtc.example.org/?x=1",
             "focus.token_lifetime": 10,
+            "focus.resume_grace": -1,
             "focus.rooms_without_bot": "allow",
             "focus.openid.homeservers": {"bad name!": "ftp://x", "ok.example": "http://hs:8008"},
         },
@@ -49,6 +50,7 @@ def test_bad_focus_values_are_named(tmp_path: Path) -> None:
         "focus.port",
         "focus.public_url",
         "focus.token_lifetime",
+        "focus.resume_grace",
         "focus.rooms_without_bot",
         "focus.openid.homeservers.bad name!",
     }
@@ -75,6 +77,7 @@ def test_upgrade_adds_the_focus_section_and_keeps_the_admins_map(tmp_path: Path)
     config.update(save=True)
     upgraded = YAML().load(path.read_text())
     assert upgraded["focus"]["rooms_without_bot"] == "deny"
+    assert upgraded["focus"]["resume_grace"] == 15
     assert "rooms_without_bot: deny" in path.read_text()
 
 
