@@ -1,15 +1,21 @@
 """Two organisations, one call: two homeservers federating on loopback, each with its own
-bridge, and users of both in a call held in a room of the first."""
+bridge, and users of both in a call held in a room of the first.
+
+In a multi-SFU call (MatrixRTC's default) each member publishes to their own homeserver's
+focus and subscribes to every other focus of the call, so each test user has a LiveKit
+client per focus: one that publishes at home, and subscribe-only ones elsewhere.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import contextlib
 
 from mautrix.client import ClientAPI
 from mautrix.errors import MatrixRequestError
 from mautrix.types import Membership, RoomID, UserID
+import aiohttp
 import pytest
 
 from demo.bridge_process import BridgeProcess, edit_config
@@ -21,6 +27,8 @@ from demo.waiting import eventually
 
 from .support.calls import CALL_MEMBER, LUMAS, decodes
 
+LUMA = {**LUMAS, "dave": 180}
+
 
 @dataclass
 class Operator:
@@ -28,16 +36,20 @@ class Operator:
 
     synapse: Synapse
     bridge: BridgeProcess
-    users: dict[str, MatrixUser]
+    users: dict[str, MatrixUser] = field(default_factory=dict)
 
     @property
     def bot(self) -> UserID:
         return UserID(f"@callbot:{self.synapse.server_name}")
 
+    def user_id(self, name: str) -> UserID:
+        return UserID(self.users[name].user_id)
+
 
 @pytest.fixture(scope="module")
 def operators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Operator, Operator]]:
-    """Homeservers A and B, federating over TLS with a test authority, each with its bridge.
+    """Homeservers A (alice, dave) and B (bob, carol, erin), federating over TLS with a test
+    authority, each with its bridge.
 
     Each bridge serves the users of both servers (``bridge.permissions``), and finds the other
     homeserver through ``focus.openid.homeservers``: the other is on loopback, which the
@@ -49,7 +61,7 @@ def operators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Operat
     bridges = []
     for synapse, other in zip(synapses, reversed(synapses), strict=True):
         bridge = BridgeProcess(
-            tmp_path_factory.mktemp(f"bridge-{synapse.federation_port}"),
+            tmp_path_factory.mktemp("bridge"),
             synapse.base_url,
             synapse.server_name,
             ca_file=authority.certificate_path,
@@ -68,33 +80,17 @@ def operators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Operat
         for bridge in bridges:
             bridge.start()
         a, b = (
-            Operator(synapse, bridge, {"alice": synapse.register_user(name)})
-            for synapse, bridge, name in zip(synapses, bridges, ("alice", "bob"), strict=True)
+            Operator(synapse, bridge) for synapse, bridge in zip(synapses, bridges, strict=True)
         )
-        b.users["bob"] = b.users.pop("alice")
+        for operator, localparts in ((a, ("alice", "dave")), (b, ("bob", "carol", "erin"))):
+            for localpart in localparts:
+                operator.users[localpart] = operator.synapse.register_user(localpart)
         yield a, b
     finally:
         for bridge in bridges:
             bridge.kill()
         for synapse in synapses:
             synapse.stop()
-
-
-@pytest.fixture
-async def federated_room(operators: tuple[Operator, Operator]) -> RoomID:
-    """A room on A with A's bot and alice (A), which bob (B) joined over federation."""
-    a, b = operators
-    alice, bob = a.users["alice"], b.users["bob"]
-    async with matrix_client(alice, a.synapse.base_url) as client:
-        room = await client.create_room(
-            invitees=[a.bot, UserID(bob.user_id)],
-            power_level_override={"events": {CALL_MEMBER: 0}},
-        )
-        await wait_for_membership(client, room, a.bot, Membership.JOIN)
-        async with matrix_client(bob, b.synapse.base_url) as remote:
-            await eventually(lambda: _join(remote, room), timeout=60)
-        await wait_for_membership(client, room, UserID(bob.user_id), Membership.JOIN)
-    return room
 
 
 async def _join(client: ClientAPI, room: RoomID) -> bool:
@@ -107,11 +103,61 @@ async def _join(client: ClientAPI, room: RoomID) -> bool:
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[list[LiveKitClient]]:
-    """LiveKit clients a test opened; closed afterwards."""
-    opened: list[LiveKitClient] = []
+async def federated_room(operators: tuple[Operator, Operator]) -> RoomID:
+    """A room on A with both bridges' bots, alice (A), and bob and carol (B), who joined
+    over federation. Every member may take part in calls."""
+    a, b = operators
+    async with matrix_client(a.users["alice"], a.synapse.base_url) as alice:
+        room = await alice.create_room(
+            invitees=[a.bot, b.bot, b.user_id("bob"), b.user_id("carol")],
+            power_level_override={"events": {CALL_MEMBER: 0}},
+        )
+        for name in ("bob", "carol"):
+            async with matrix_client(b.users[name], b.synapse.base_url) as remote:
+                await eventually(lambda remote=remote: _join(remote, room), timeout=60)
+        for member in (a.bot, b.bot, b.user_id("bob"), b.user_id("carol")):
+            await wait_for_membership(alice, room, member, Membership.JOIN)
+    return room
+
+
+async def token_answer(
+    bridge: BridgeProcess, issuer: Synapse, user: MatrixUser, room: RoomID
+) -> tuple[int, dict]:
+    """``/sfu/get`` at ``bridge`` with an OpenID token of ``issuer``: status and body."""
+    body = {
+        "room": room,
+        "openid_token": issuer.openid_token(user),
+        "device_id": user.device_id,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{bridge.focus_url}/sfu/get", json=body) as response,
+    ):
+        return response.status, await response.json()
+
+
+@dataclass
+class Participants:
+    """LiveKit clients of the test's users, by user and focus; closed afterwards."""
+
+    clients: dict[tuple[str, str], LiveKitClient] = field(default_factory=dict)
+
+    async def join(
+        self, operator: Operator, home: Operator, name: str, room: RoomID
+    ) -> LiveKitClient:
+        """``name`` (a user of ``home``) joins the call at ``operator``'s focus."""
+        token = await focus_token(operator.bridge, home.synapse, home.users[name], room)
+        client = LiveKitClient(operator.bridge.focus_url, token)
+        self.clients[name, operator.synapse.server_name] = client
+        await client.connect()
+        return client
+
+
+@pytest.fixture
+async def participants() -> AsyncIterator[Participants]:
+    opened = Participants()
     yield opened
-    for client in opened:
+    for client in opened.clients.values():
         with contextlib.suppress(Exception):
             await client.close()
 
@@ -119,17 +165,30 @@ async def clients() -> AsyncIterator[list[LiveKitClient]]:
 async def test_a_remote_user_joins_through_the_rooms_focus(
     operators: tuple[Operator, Operator],
     federated_room: RoomID,
-    clients: list[LiveKitClient],
+    participants: Participants,
 ) -> None:
     a, b = operators
-    alice_token = await focus_token(a.bridge, a.synapse, a.users["alice"], federated_room)
+    # Erin of B is no member of the room: A's bridge, which knows its state, refuses her.
+    status, body = await token_answer(a.bridge, b.synapse, b.users["erin"], federated_room)
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), body
+    assert "join the room" in body["error"]
+
+    alice = await participants.join(a, a, "alice", federated_room)
+    await alice.publish(luma=LUMA["alice"], amplitude=0.2)
     # Bob's OpenID token is issued by B, and A's bridge asks B who it belongs to.
-    bob_token = await focus_token(a.bridge, b.synapse, b.users["bob"], federated_room)
-    alice = LiveKitClient(a.bridge.focus_url, alice_token)
-    bob = LiveKitClient(a.bridge.focus_url, bob_token)
-    clients.extend([alice, bob])
-    await alice.connect()
-    await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
-    await bob.connect()
-    await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
+    bob = await participants.join(a, b, "bob", federated_room)
     assert bob.identity.startswith(b.users["bob"].user_id)
+    await wait_until(lambda: decodes(bob, alice, LUMA["alice"]))
+    # Bob publishes at his own homeserver's focus: here he may only watch and listen.
+    assert bob.join is not None and not bob.join.participant.permission.can_publish
+    assert alice.join is not None and alice.join.participant.permission.can_publish
+
+    async with matrix_client(a.users["alice"], a.synapse.base_url) as client:
+        await client.ban_user(federated_room, b.user_id("bob"), reason="test")
+    await bob.wait_closed()
+
+    async def refused() -> bool:
+        status, _ = await token_answer(a.bridge, b.synapse, b.users["bob"], federated_room)
+        return status == 403
+
+    await eventually(refused)
