@@ -192,3 +192,22 @@ async def test_a_remote_user_joins_through_the_rooms_focus(
         return status == 403
 
     await eventually(refused)
+
+
+async def test_each_publishes_at_home_and_subscribes_to_the_other_focus(
+    operators: tuple[Operator, Operator],
+    federated_room: RoomID,
+    participants: Participants,
+) -> None:
+    a, b = operators
+    alice = await participants.join(a, a, "alice", federated_room)
+    bob = await participants.join(b, b, "bob", federated_room)
+    await alice.publish(luma=LUMA["alice"], amplitude=0.2)
+    await bob.publish(luma=LUMA["bob"], amplitude=0.2)
+    # B's bridge sees the room on A through its bot, and lets alice of A watch there.
+    alice_at_b = await participants.join(b, a, "alice", federated_room)
+    bob_at_a = await participants.join(a, b, "bob", federated_room)
+    await wait_until(lambda: decodes(bob_at_a, alice, LUMA["alice"]))
+    await wait_until(lambda: decodes(alice_at_b, bob, LUMA["bob"]))
+    assert alice_at_b.join is not None
+    assert not alice_at_b.join.participant.permission.can_publish
