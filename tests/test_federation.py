@@ -138,9 +138,9 @@ async def token_answer(
 
 @dataclass
 class Participants:
-    """LiveKit clients of the test's users, by user and focus; closed afterwards."""
+    """The LiveKit clients a test opened; closed afterwards."""
 
-    clients: dict[tuple[str, str], LiveKitClient] = field(default_factory=dict)
+    clients: list[LiveKitClient] = field(default_factory=list)
 
     async def join(
         self, operator: Operator, home: Operator, name: str, room: RoomID
@@ -148,7 +148,7 @@ class Participants:
         """``name`` (a user of ``home``) joins the call at ``operator``'s focus."""
         token = await focus_token(operator.bridge, home.synapse, home.users[name], room)
         client = LiveKitClient(operator.bridge.focus_url, token)
-        self.clients[name, operator.synapse.server_name] = client
+        self.clients.append(client)
         await client.connect()
         return client
 
@@ -157,7 +157,7 @@ class Participants:
 async def participants() -> AsyncIterator[Participants]:
     opened = Participants()
     yield opened
-    for client in opened.clients.values():
+    for client in opened.clients:
         with contextlib.suppress(Exception):
             await client.close()
 
@@ -211,3 +211,50 @@ async def test_each_publishes_at_home_and_subscribes_to_the_other_focus(
     await wait_until(lambda: decodes(alice_at_b, bob, LUMA["bob"]))
     assert alice_at_b.join is not None
     assert not alice_at_b.join.participant.permission.can_publish
+
+
+async def keeps_receiving(receiver: LiveKitClient, sender: LiveKitClient) -> None:
+    """Fail unless ``receiver`` decodes more of ``sender``'s video and audio from now on."""
+    video, audio = receiver.video_from(sender), receiver.audio_from(sender)
+    seen = (video.video_frames, audio.audio_frames)
+    await wait_until(
+        lambda: video.video_frames >= seen[0] + 30 and audio.audio_frames >= seen[1] + 50
+    )
+
+
+async def test_a_bridge_stopping_leaves_the_other_operators_call_running(
+    operators: tuple[Operator, Operator],
+    federated_room: RoomID,
+    participants: Participants,
+) -> None:
+    a, b = operators
+    alice = await participants.join(a, a, "alice", federated_room)
+    bob = await participants.join(b, b, "bob", federated_room)
+    carol = await participants.join(b, b, "carol", federated_room)
+    await alice.publish(luma=LUMA["alice"], amplitude=0.2)
+    await bob.publish(luma=LUMA["bob"], amplitude=0.2)
+    await carol.publish(luma=LUMA["carol"], amplitude=0.2)
+    alice_at_b = await participants.join(b, a, "alice", federated_room)
+    bob_at_a = await participants.join(a, b, "bob", federated_room)
+    await wait_until(lambda: decodes(carol, bob, LUMA["bob"]))
+    await wait_until(lambda: decodes(bob, carol, LUMA["carol"]))
+    await wait_until(lambda: decodes(alice_at_b, bob, LUMA["bob"]))
+    await wait_until(lambda: decodes(bob_at_a, alice, LUMA["alice"]))
+
+    assert a.bridge.stop() == 0
+    try:
+        await bob_at_a.wait_closed()
+        await alice.wait_closed()
+        # B's focus carries on: its users see and hear each other, and alice still watches
+        # them there.
+        await keeps_receiving(carol, bob)
+        await keeps_receiving(bob, carol)
+        await keeps_receiving(alice_at_b, bob)
+    finally:
+        a.bridge.start()
+
+    alice = await participants.join(a, a, "alice", federated_room)
+    await alice.publish(luma=LUMA["alice"], amplitude=0.2)
+    bob_at_a = await participants.join(a, b, "bob", federated_room)
+    await wait_until(lambda: decodes(bob_at_a, alice, LUMA["alice"]))
+    await keeps_receiving(carol, bob)
