@@ -183,9 +183,15 @@ async def test_a_remote_user_joins_through_the_rooms_focus(
     assert bob.join is not None and not bob.join.participant.permission.can_publish
     assert alice.join is not None and alice.join.participant.permission.can_publish
 
+    # At home, bob publishes; B's bridge too sees the room through its bot.
+    bob_at_b = await participants.join(b, b, "bob", federated_room)
+    assert bob_at_b.join is not None and bob_at_b.join.participant.permission.can_publish
+
     async with matrix_client(a.users["alice"], a.synapse.base_url) as client:
         await client.ban_user(federated_room, b.user_id("bob"), reason="test")
+    # The ban, made on A, cuts bob off at both bridges.
     await bob.wait_closed()
+    await bob_at_b.wait_closed()
 
     async def refused() -> bool:
         status, _ = await token_answer(a.bridge, b.synapse, b.users["bob"], federated_room)
