@@ -2,6 +2,7 @@
 // URL parameters: hs (homeserver URL), token (Matrix access token), user, device, room
 // (Matrix room ID), focus (token service URL), optional e2ee (shared key), name (room label),
 // signal=v0 (LiveKit signalling v0, two peer connections, instead of livekit-client's v1).
+// A token that may not publish (another homeserver's focus, in a multi-SFU call) only watches.
 import {
   ExternalE2EEKeyProvider, Room, RoomEvent, Track,
 } from "livekit-client";
@@ -101,6 +102,10 @@ async function start() {
     .on(RoomEvent.Disconnected, () => setStatus("Disconnected"));
   setStatus("Connecting…");
   await room.connect(url, jwt, { autoSubscribe: true });
+  if (room.localParticipant.permissions?.canPublish === false) {
+    setStatus(`Watching as ${room.localParticipant.identity}`);
+    return;
+  }
   await room.localParticipant.enableCameraAndMicrophone();
   const local = tileFor(room.localParticipant);
   const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
