@@ -22,6 +22,7 @@ from playwright.async_api import Browser, Page
 import aiohttp
 import pytest
 
+from bridge.focus.livekit_ids import identity_for
 from demo.bridge_process import BridgeProcess, edit_config
 from demo.federation import TestAuthority
 from demo.livekit_client import LiveKitClient, focus_token, wait_until
@@ -29,6 +30,7 @@ from demo.matrix_client import matrix_client, wait_for_membership
 from demo.synapse import MatrixUser, Synapse
 from demo.waiting import eventually
 
+from .focus.test_proxied_focus import member, through_synapse
 from .support.calls import CALL_MEMBER, LUMAS, decodes
 from .test_browser_call import open_call, state
 
@@ -201,6 +203,43 @@ async def test_a_remote_user_joins_through_the_rooms_focus(
         return status == 403
 
     await eventually(refused)
+
+
+async def test_a_token_for_the_other_focus_through_both_homeservers(
+    operators: tuple[Operator, Operator],
+    federated_room: RoomID,
+    participants: Participants,
+) -> None:
+    """MSC4195 through MSC4512: bob asks his own homeserver for a token for A's SFU; B's
+    bridge asks A over federation (B's Synapse signs), A's Synapse hands the request to A's
+    bridge, which answers for a member of its room, subscribe-only."""
+    a, b = operators
+    alice = await participants.join(a, a, "alice", federated_room)
+    await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
+    bob = b.users["bob"]
+    sfu = "ws" + a.bridge.focus_url.removeprefix("http")
+    body = {
+        "room_id": federated_room,
+        "slot_id": "m.call#ROOM",
+        "member": member(bob, "m-bob"),
+        "server_name": a.synapse.server_name,
+        "url": sfu,
+    }
+    status, answer = await through_synapse(b.synapse, bob, "get_token", body)
+    assert status == 200, answer
+    assert answer["url"] == sfu
+    watcher = LiveKitClient(a.bridge.focus_url, answer["jwt"])
+    participants.clients.append(watcher)
+    join = await watcher.connect()
+    assert join.participant.identity == identity_for(bob.user_id, bob.device_id, "m-bob")
+    assert not join.participant.permission.can_publish
+    await wait_until(lambda: decodes(watcher, alice, LUMAS["alice"]))
+
+    # Erin is no member of the room: A refuses, and B passes the refusal on.
+    erin = b.users["erin"]
+    body["member"] = member(erin, "m-erin")
+    status, answer = await through_synapse(b.synapse, erin, "get_token", body)
+    assert (status, answer["errcode"]) == (403, "M_FORBIDDEN"), answer
 
 
 async def test_each_publishes_at_home_and_subscribes_to_the_other_focus(
