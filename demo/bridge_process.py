@@ -48,8 +48,13 @@ def edit_config(path: Path, values: dict[str, Any]) -> None:
 class BridgeProcess:
     """One bridge home directory: config.yaml, registration.yaml and a running process."""
 
-    def __init__(self, workdir: Path, homeserver_url: str, domain: str) -> None:
+    def __init__(
+        self, workdir: Path, homeserver_url: str, domain: str, *, ca_file: Path | None = None
+    ) -> None:
+        """``ca_file``: the certificate authorities the bridge's HTTPS clients trust instead of
+        the system's (``SSL_CERT_FILE``), for homeservers with test certificates."""
         self.workdir = workdir
+        self.ca_file = ca_file
         self.port = free_port()
         self.focus_port = free_port()
         self.focus_host = "127.0.0.1"
@@ -135,6 +140,7 @@ class BridgeProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=limit_open_files,
+            env={**os.environ, "SSL_CERT_FILE": str(self.ca_file)} if self.ca_file else None,
         )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:

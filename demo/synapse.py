@@ -3,7 +3,9 @@ integration tests).
 
 Synapse comes from PyPI (the ``demo`` extra). The config is written directly (generating one
 costs seconds), binds 127.0.0.1 only, and makes no outbound connections: no key servers, no
-federation, no stats. Rate limits are lifted so that scripted clients are not throttled.
+stats, and no federation unless a test certificate authority is given (then it federates with
+other such Synapses on loopback, see :mod:`demo.federation`). Rate limits are lifted so that
+scripted clients are not throttled.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import urllib.request
 
 from ruamel.yaml import YAML
 
+from .federation import LOOPBACK, TestAuthority
 from .ports import free_port
 
 SERVER_NAME = "localhost"
@@ -55,10 +58,18 @@ class MatrixUser:
 
 
 class Synapse:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, federation: TestAuthority | None = None) -> None:
+        """``federation``: the authority whose certificate this server's federation listener
+        gets and whose certificates it trusts; its server name is then ``127.0.0.1:<port>``
+        of that listener."""
         self.workdir = workdir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.federation = federation
+        self.federation_port = free_port() if federation else 0
+        self.server_name = (
+            f"{LOOPBACK}:{self.federation_port}" if federation is not None else SERVER_NAME
+        )
         self.appservice_files: list[Path] = []
         self.focus_url = ""
         self._secret = secrets.token_hex(16)
@@ -93,18 +104,9 @@ class Synapse:
             "disable_existing_loggers": False,
         }
         config = {
-            "server_name": SERVER_NAME,
+            "server_name": self.server_name,
             "pid_file": str(self.workdir / "homeserver.pid"),
-            "listeners": [
-                {
-                    "port": self.port,
-                    "bind_addresses": ["127.0.0.1"],
-                    "type": "http",
-                    "tls": False,
-                    "x_forwarded": False,
-                    "resources": [{"names": ["client", "openid"], "compress": False}],
-                }
-            ],
+            "listeners": self._listeners(),
             "database": {
                 "name": "sqlite3",
                 "args": {"database": str(self.workdir / "homeserver.db")},
@@ -120,7 +122,7 @@ class Synapse:
             "bcrypt_rounds": 4,
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
-            "federation_domain_whitelist": [],
+            **self._federation_config(),
             "url_preview_enabled": False,
             "app_service_config_files": [str(path) for path in self.appservice_files],
             "experimental_features": {
@@ -170,7 +172,55 @@ class Synapse:
             yaml.dump(config, stream)
         return path
 
+    @property
+    def federation_url(self) -> str:
+        """The federation listener (HTTPS, the test authority's certificate)."""
+        if self.federation is None:
+            raise RuntimeError("this Synapse does not federate")
+        return f"https://{LOOPBACK}:{self.federation_port}"
+
+    def _federation_config(self) -> dict:
+        if self.federation is None:
+            return {"federation_domain_whitelist": []}
+        tls = self.federation.issue(f"synapse-{self.federation_port}")
+        return {
+            "tls_certificate_path": str(tls.certificate),
+            "tls_private_key_path": str(tls.private_key),
+            "federation_custom_ca_list": [str(self.federation.certificate_path)],
+            # The other homeservers are on loopback, which Synapse refuses to contact by
+            # default (its guard against request forgery); for federation only, and only
+            # loopback exists here. (ip_range_whitelist does not help: IP-literal server
+            # names are checked against the blocklist alone.)
+            "federation_ip_range_blacklist": [],
+        }
+
+    def _listeners(self) -> list[dict]:
+        client = {
+            "port": self.port,
+            "bind_addresses": [LOOPBACK],
+            "type": "http",
+            "tls": False,
+            "x_forwarded": False,
+            "resources": [{"names": ["client", "openid"], "compress": False}],
+        }
+        if self.federation is None:
+            return [client]
+        federation = {
+            "port": self.federation_port,
+            "bind_addresses": [LOOPBACK],
+            "type": "http",
+            "tls": True,
+            "x_forwarded": False,
+            "resources": [{"names": ["federation", "openid"], "compress": False}],
+        }
+        return [client, federation]
+
     def start(self, appservice_files: list[Path], focus_url: str = "") -> None:
+        self.launch(appservice_files, focus_url)
+        self.wait_until_ready()
+
+    def launch(self, appservice_files: list[Path], focus_url: str = "") -> None:
+        """Start the process without waiting for it (so that several start in parallel)."""
         self.appservice_files = appservice_files
         self.focus_url = focus_url
         config_path = self.write_config()
@@ -181,6 +231,9 @@ class Synapse:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def wait_until_ready(self) -> None:
+        assert self._process is not None, "not launched"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

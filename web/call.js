@@ -4,7 +4,8 @@
 // signal=v0 (LiveKit signalling v0, two peer connections, instead of livekit-client's v1),
 // options=element-call (Element Call's room options: 720p camera sent as 180p/360p/720p
 // simulcast, adaptive stream, dynacast; without it livekit-client's defaults with a 360p
-// camera), publish=none (receive only).
+// camera), publish=none (receive only). A token that may not publish (another homeserver's
+// focus, in a multi-SFU call) only watches.
 import {
   ExternalE2EEKeyProvider, Room, RoomEvent, Track, VideoPresets,
 } from "livekit-client";
@@ -125,7 +126,8 @@ async function start() {
     .on(RoomEvent.Disconnected, () => setStatus("Disconnected"));
   setStatus("Connecting…");
   await room.connect(url, jwt, { autoSubscribe: true });
-  if (params.get("publish") !== "none") {
+  const mayPublish = room.localParticipant.permissions?.canPublish !== false;
+  if (mayPublish && params.get("publish") !== "none") {
     await room.localParticipant.enableCameraAndMicrophone();
     const local = tileFor(room.localParticipant);
     const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
@@ -133,7 +135,8 @@ async function start() {
   }
   leaveButton.disabled = false;
   leaveButton.onclick = () => room.disconnect();
-  setStatus(`Connected as ${room.localParticipant.identity}`);
+  const role = mayPublish ? "Connected" : "Watching";
+  setStatus(`${role} as ${room.localParticipant.identity}`);
 }
 
 // What tests read: per remote participant, decoded video frames and received audio bytes.

@@ -193,7 +193,7 @@ class ProxiedRoutes:
             body.slot_id,
             body.device_id,
             body.member_id,
-            remote=True,
+            over_federation=True,
         )
         return {"jwt": response["jwt"]}
 

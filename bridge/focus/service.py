@@ -132,7 +132,13 @@ class Focus:
             trusted_session=trusted,
             per_server=RateLimiter(self.limits.token_requests_per_minute_per_server),
         )
-        service = TokenService(verifier, self.access, self._tokens, self.signalling_url)
+        service = TokenService(
+            verifier,
+            self.access,
+            self._tokens,
+            self.signalling_url,
+            self.config["homeserver.domain"],
+        )
         homeserver = URL(self.config["homeserver.address"])
         await self.delegation.start(DelayedEvents(trusted, homeserver))
         per_client = RateLimiter(self.limits.token_requests_per_minute_per_client)

@@ -23,11 +23,14 @@ class TokenService:
         access: RoomAccess,
         tokens: FocusTokens,
         signalling_url: str,
+        server_name: str,
     ) -> None:
+        """``server_name``: our homeserver's; its users are the ones who publish here."""
         self.verifier = verifier
         self.access = access
         self.tokens = tokens
         self.signalling_url = signalling_url
+        self.server_name = server_name
 
     async def answer(self, request: TokenRequest) -> dict[str, str]:
         """The token response, or a :class:`~.errors.FocusError` saying why not."""
@@ -46,12 +49,18 @@ class TokenService:
         device_id: str,
         member_id: str | None,
         *,
-        remote: bool = False,
+        over_federation: bool = False,
     ) -> dict[str, str]:
-        """The token response for a caller already known to be ``user_id``; ``remote``: one
-        asked for over federation by the user's homeserver, which may only watch and listen
-        (MSC4195: remote users get no publish grant)."""
+        """The token response for a caller already known to be ``user_id``;
+        ``over_federation``: asked for by the user's homeserver on their behalf.
+
+        Users of other homeservers may only watch and listen (MSC4195: remote users get no
+        publish grant): in a multi-SFU call each member publishes to their own homeserver's
+        focus, and subscribes to the others'. So no operator carries, or answers for, the
+        media of another's users.
+        """
         allowed = await self.access.check(room_id, user_id)
+        remote = over_federation or user_id.partition(":")[2] != self.server_name
         if member_id is None:
             identity = legacy_identity_for(user_id, device_id)
         else:

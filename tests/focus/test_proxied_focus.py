@@ -3,8 +3,8 @@
 out by the bridge: kept up while the participant is on the SFU, sent when it vanishes, never
 twice, across a restart of the bridge.
 
-The federation route is called directly with the headers Synapse adds after checking the
-X-Matrix signature: a second homeserver to sign requests is not part of the test setup.
+The federation route is called directly here, with the headers Synapse adds after checking
+the X-Matrix signature; tests/test_federation.py goes through two federating homeservers.
 """
 
 from __future__ import annotations
