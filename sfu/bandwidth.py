@@ -7,7 +7,8 @@ combined, as in GCC (draft-ietf-rmcat-gcc-02, section 6), taking the lower of th
   ``goog-remb`` and not ``transport-cc``, and they lower it when queueing delay grows, which
   is before loss builds up.
 - A loss-based rate from the RTCP receiver reports of the streams sent to that subscriber:
-  more than 10 % loss cuts it by half the loss fraction, less than 2 % lets it grow by 8 % at
+  more than 10 % loss cuts it by half the loss fraction (but not below what demonstrably got
+  through: the send rate times the fraction delivered), less than 2 % lets it grow by 8 % at
   most once a second, and anything in between holds it.
 
 It starts low (enough for audio and a camera's lowest layers) and grows only with good
@@ -60,6 +61,7 @@ class DownlinkEstimator:
         self._batch_time: float | None = None
         self._batch_lost = 0.0
         self._batch_packets = 0
+        self._batch_sent = 0
         self._sent: deque[tuple[float, int]] = deque()
         self._sent_bytes = 0
         self._last_sent = -math.inf
@@ -90,6 +92,7 @@ class DownlinkEstimator:
         self._hear(now)
         if self._batch_time is None:
             self._batch_time = now
+            self._batch_sent = self.send_rate(now)
         self._batch_lost += fraction_lost / 256.0 * packets
         self._batch_packets += packets
 
@@ -143,12 +146,13 @@ class DownlinkEstimator:
         lost, packets = self._batch_lost, self._batch_packets
         self._batch_time, self._batch_lost, self._batch_packets = None, 0.0, 0
         if packets > 0:
-            self._apply_loss(lost / packets, at)
+            self._apply_loss(lost / packets, self._batch_sent, at)
 
-    def _apply_loss(self, loss: float, at: float) -> None:
+    def _apply_loss(self, loss: float, sent: int, at: float) -> None:
         current = self._loss_rate if self._remb is None else min(self._loss_rate, self._remb)
         if loss > _HIGH_LOSS:
-            self._loss_rate = current * (1.0 - 0.5 * loss)
+            delivered = sent * (1.0 - loss)
+            self._loss_rate = min(current, max(current * (1.0 - 0.5 * loss), delivered))
         elif loss < _LOW_LOSS and at - self._last_increase >= self._increase_interval:
             self._loss_rate = self._loss_rate * _GROWTH + _GROWTH_STEP
             self._last_increase = at

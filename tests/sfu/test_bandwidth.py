@@ -38,6 +38,20 @@ def test_decrease_starts_from_the_remb_when_that_binds() -> None:
     assert est.estimate(1.0) == 750_000  # the loss-based rate now binds
 
 
+def test_loss_after_the_remb_reacted_does_not_cut_below_what_got_through() -> None:
+    est = DownlinkEstimator(initial=3_000_000)
+    for i in range(100):  # 2 Mbit/s for a second
+        est.on_sent(2500, i * 0.01)
+    est.on_remb(400_000, 1.0)  # the receiver saw the queue grow...
+    est.on_receiver_report(lost(0.7), 1.0)  # ...and the loss of that second arrives with it
+    assert est.estimate(1.1) == 400_000  # 30 % of 2 Mbit/s got through: 600 kbit/s
+
+    no_throughput = DownlinkEstimator(initial=3_000_000)
+    no_throughput.on_remb(400_000, 1.0)
+    no_throughput.on_receiver_report(lost(0.7), 1.0)
+    assert no_throughput.estimate(1.1) == pytest.approx(260_000, abs=1_000)
+
+
 def test_moderate_loss_holds_and_low_loss_grows_once_per_interval() -> None:
     est = DownlinkEstimator(initial=1_000_000, increase_interval=1.0)
     for i in range(10):
