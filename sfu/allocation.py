@@ -41,7 +41,9 @@ class StreamDemand:
     stream_id: str
     kind: StreamKind
     layers: tuple[int, ...]
-    """Bitrate (bit/s, expected or measured) of each layer the publisher sends, lowest first."""
+    """Bitrate (bit/s, expected or measured) of each layer the publisher sends, lowest first.
+    A layer not flowing right now (dynacast, the publisher's own uplink) keeps its expected
+    bitrate: zero would make it look free, and dynacast re-enables it when it is chosen."""
     max_layer: int | None
     """Highest layer the subscriber's tile wants (clamped to the layers there are), or None when
     the subscriber disabled the stream itself (a hidden tile)."""

@@ -181,6 +181,19 @@ def test_duplicate_stream_ids_are_refused_and_harm_nothing() -> None:
     assert layers(allocator.allocate(2_000_000, [camera("cam")], 2.0)) == {"cam": 2}
 
 
+def test_a_falling_remb_steps_down_before_any_loss() -> None:
+    estimator = DownlinkEstimator(initial=3_000_000)
+    allocator = Allocator()
+    streams = conference(with_screen=False)
+    estimator.on_remb(3_000_000, 0.0)
+    assert allocator.allocate(estimator.estimate(0.0), streams, 0.0).layers["cam-b"] == 2
+    estimator.on_receiver_report(0, 1.0)
+    estimator.on_remb(1_000_000, 1.0)  # delay grows at the receiver, nothing lost yet
+    allocation = allocator.allocate(estimator.estimate(1.0), streams, 1.0)
+    assert allocation.used <= 900_000
+    assert layers(allocation) == {"a-b": 0, "a-c": 0, "a-d": 0, "cam-b": 1, "cam-c": 0, "cam-d": 0}
+
+
 # ---------------------------------------------------------------------- closed loop
 
 
