@@ -69,7 +69,8 @@ class DownlinkEstimator:
     # ------------------------------------------------------------------ inputs
 
     def on_remb(self, bitrate: int, now: float) -> None:
-        """A REMB from the subscriber (bit/s)."""
+        """A delay-based estimate (bit/s): the subscriber's REMB, or, where ``transport-cc`` is
+        negotiated, :class:`sfu.delay.DelayBasedEstimator`'s after each feedback."""
         if bitrate < 0:
             raise ValueError(f"negative REMB bitrate {bitrate}")
         self._close_batch(now)
