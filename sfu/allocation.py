@@ -8,19 +8,22 @@ lowest layer before any gets a second one, so that a tight downlink shows everyo
 than a few large; a stream that does not even get its lowest layer is *paused*, which is better
 than freezing everyone's video with a link that cannot carry it all.
 
-Hysteresis: a stream steps down at once when the budget no longer covers it, but steps up (and
-resumes) only when the headroom for the next layer has held for ``up_hold`` seconds, and then one
-layer at a time, each step waiting again; so the estimate's noise does not make layers flap and
-each step's extra traffic is proven by feedback before the next.
+Hysteresis: a stream steps down at once when the current estimate no longer covers it, but
+steps up (or resumes) only as far as the *lowest* estimate of the last ``up_hold`` seconds
+covers, so a rise must hold before it is spent and one dip restarts the wait; the estimate's
+noise does not make layers flap. Changes of demand under a steady estimate (a tile enlarged or
+shown again, a new active speaker) take effect at once, since the headroom has held all along.
 
-Wiring: per subscriber, on each new estimate or change of wanted streams, call
-:meth:`Allocator.allocate`; forward each stream's returned layer (switching on a key frame), and
-send a stream-state update (LiveKit ``stream_state_update``) for each entry of
-:attr:`Allocation.state_changes`. Layers are indices, 0 the lowest (LiveKit LOW/MEDIUM/HIGH).
+Wiring: per subscriber, on each new estimate or change of wanted streams (and at least every
+few hundred milliseconds, so that held rises are noticed), call :meth:`Allocator.allocate`;
+forward each stream's returned layer (switching on a key frame), and send a stream-state update
+(LiveKit ``stream_state_update``) for each entry of :attr:`Allocation.state_changes`. Layers
+are indices, 0 the lowest (LiveKit LOW/MEDIUM/HIGH).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 import enum
@@ -99,8 +102,8 @@ class Allocator:
             raise ValueError("usable must be in (0, 1]")
         self._up_hold = up_hold
         self._usable = usable
+        self._estimates: deque[tuple[float, int]] = deque()
         self._levels: dict[str, int] = {}
-        self._up_since: dict[str, float] = {}
         self._paused: frozenset[str] = frozenset()
 
     def allocate(self, estimate: int, demands: Sequence[StreamDemand], now: float) -> Allocation:
@@ -109,27 +112,11 @@ class Allocator:
         if len(set(ids)) != len(ids):
             raise ValueError("duplicate stream ids")
         budget = int(estimate * self._usable)
-        ideal = _fill(budget, demands, {})
-        caps: dict[str, int] = {}
-        for demand in demands:
-            sid = demand.stream_id
-            current = self._levels.get(sid)
-            if current is None or demand.kind is StreamKind.AUDIO:
-                continue  # audio, and a new stream, start at what fits
-            if ideal[sid] <= current:
-                self._up_since.pop(sid, None)
-                caps[sid] = current
-            elif now - self._up_since.setdefault(sid, now) >= self._up_hold:
-                caps[sid] = current + 1
-                self._up_since[sid] = now  # the next step waits again
-            else:
-                caps[sid] = current
+        # Known streams go up only as far as the estimate has held; new ones start at what fits.
+        held = _fill(int(self._held(estimate, now) * self._usable), demands, {})
+        caps = {sid: max(level, held[sid]) for sid, level in self._levels.items() if sid in held}
         levels = _fill(budget, demands, caps)
-        for sid in ids:
-            if levels[sid] >= ideal[sid]:
-                self._up_since.pop(sid, None)
         self._levels = levels
-        self._up_since = {sid: t for sid, t in self._up_since.items() if sid in levels}
         paused = frozenset(
             demand.stream_id
             for demand in demands
@@ -145,6 +132,14 @@ class Allocator:
             used=sum(demand.cost(levels[demand.stream_id]) for demand in demands),
             wanted=sum(demand.cost(demand.wanted) for demand in demands),
         )
+
+    def _held(self, estimate: int, now: float) -> int:
+        """The lowest estimate in effect over the last ``up_hold`` seconds."""
+        self._estimates.append((now, estimate))
+        horizon = now - self._up_hold
+        while len(self._estimates) > 1 and self._estimates[1][0] <= horizon:
+            self._estimates.popleft()
+        return min(value for _, value in self._estimates)
 
 
 def _fill(budget: int, demands: Sequence[StreamDemand], caps: Mapping[str, int]) -> dict[str, int]:
