@@ -17,7 +17,8 @@ silence means a dead or saturated downlink.
 
 Wiring: one estimator per subscriber transport; feed it the REMB bitrate returned by
 :func:`sfu.rtcp.dispatch`, each RTCP report block about a stream sent to that subscriber, and
-the size of each packet sent; read :meth:`DownlinkEstimator.estimate` when allocating layers.
+the bytes sent (per packet or per tick); read :meth:`DownlinkEstimator.estimate` when
+allocating layers.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class DownlinkEstimator:
         self._batch_packets += packets
 
     def on_sent(self, size: int, now: float) -> None:
-        """One packet of ``size`` bytes sent to this subscriber."""
+        """``size`` bytes sent to this subscriber: one packet, or (cheaper on the forwarding
+        path) the octets sent since the previous call, e.g. once per allocation tick."""
         if self._heard is None:
             self._heard = now
         self._last_sent = now
