@@ -90,10 +90,15 @@ class _Window:
     """One stream's quality tracker and the cumulative counts at the previous window."""
 
     tracker: QualityTracker
-    expected: int = 0
+    expected: int | None = None
+    """None until the first counts, which only set the baseline (a receiver report's
+    sequence numbers do not start at zero)."""
     lost: int = 0
 
     def update(self, expected: int, lost: int, jitter: float) -> ConnectionQuality:
+        if self.expected is None:
+            self.expected, self.lost = expected, lost
+            return self.tracker.quality
         stats = WindowStats(
             max(expected - self.expected, 0), max(lost - self.lost, 0), max(jitter, 0.0)
         )
@@ -279,8 +284,8 @@ class Adaptation:
                 windows[key] = window
             for subscription in participant.subscriptions:
                 source = subscription.source
-                if source is None or subscription.packets_sent == 0:
-                    continue
+                if source is None or subscription.reported_highest == 0:
+                    continue  # no receiver report yet
                 key = (participant.id, "down", source.info.track_id)
                 window = self._window(key, source.codec)
                 qualities.append(
