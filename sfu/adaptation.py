@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 import itertools
+import logging
 
 from .allocation import Allocator, StreamDemand, StreamKind, StreamState
 from .dynacast import Dynacast
@@ -46,10 +47,18 @@ if TYPE_CHECKING:
     from .track import Layer, PublishedTrack
     from .transport import Transport
 
+logger = logging.getLogger(__name__)
+
 EXPECTED_VIDEO_BITRATES = (150_000, 500_000, 1_500_000)
 """bit/s assumed for a simulcast layer (lowest first) before it has been measured."""
 EXPECTED_SINGLE_VIDEO_BITRATE = 800_000
 EXPECTED_AUDIO_BITRATE = 40_000
+DOWNLINK_FLOOR = 250_000
+"""bit/s always granted whatever the estimate says: enough for audio and a camera's lowest
+layer. The SFU does not probe (no padding), so a browser's REMB, which never exceeds about
+1.5 times what arrives, cannot show that a link has room again once video stopped; and a
+key frame forwarded in one burst can make a browser report congestion that is not there.
+Below the floor, only the number of videos is cut (the rest paused), never all of them."""
 _SMOOTHING = 0.3
 """Weight of the newest tick in a layer's measured bitrate."""
 
@@ -115,7 +124,9 @@ class Adaptation:
         max_publish_bitrate: int,
         quality_window: float = 2.0,
         dynacast_delay: float = 5.0,
+        downlink_floor: int = DOWNLINK_FLOOR,
     ) -> None:
+        self._downlink_floor = downlink_floor
         self._conference_id = conference_id
         self._max_publish_bitrate = max_publish_bitrate
         self._quality_window = quality_window
@@ -194,7 +205,15 @@ class Adaptation:
             transport.downlink.on_sent(octets - downlink.octets, now)
         downlink.octets = octets
         demands = [self._demand(s, speaker) for s in subscriptions]
-        allocation = downlink.allocator.allocate(transport.downlink.estimate(now), demands, now)
+        estimate = max(transport.downlink.estimate(now), self._downlink_floor)
+        allocation = downlink.allocator.allocate(estimate, demands, now)
+        logger.debug(
+            "%s: estimate %d, sent %d: %s",
+            transport.id,
+            estimate,
+            transport.downlink.send_rate(now),
+            dict(allocation.layers),
+        )
         for subscription, demand in zip(subscriptions, demands, strict=True):
             layer = allocation.layers[demand.stream_id]
             subscription.set_congested(demand.stream_id in allocation.paused)

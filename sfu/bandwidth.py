@@ -29,6 +29,8 @@ import math
 _HIGH_LOSS = 0.10
 _LOW_LOSS = 0.02
 _GROWTH = 1.08
+_CONGESTED = 0.9
+"""A REMB below this share of the send rate reports congestion (see ``on_congestion_remb``)."""
 _GROWTH_STEP = 1_000
 """bit/s added on each increase so that a rate near the minimum still moves."""
 
@@ -77,6 +79,21 @@ class DownlinkEstimator:
         self._close_batch(now)
         self._hear(now)
         self._remb = float(bitrate)
+
+    def on_congestion_remb(self, bitrate: int, now: float) -> None:
+        """A REMB from a browser the SFU does not probe (no padding is sent to it).
+
+        A browser's REMB never exceeds about 1.5 times what it receives, so on a link carrying
+        less than it could it shows no headroom, only congestion: when it falls below
+        ``_CONGESTED`` times the send rate, the receiver saw queues grow, and the rate drops to
+        it (growing again from there on good reports); otherwise it is only a sign of life.
+        """
+        if bitrate < 0:
+            raise ValueError(f"negative REMB bitrate {bitrate}")
+        self._close_batch(now)
+        self._hear(now)
+        if bitrate < _CONGESTED * self.send_rate(now):
+            self._loss_rate = float(self._bounded(min(self._loss_rate, bitrate)))
 
     def on_receiver_report(self, fraction_lost: int, now: float, packets: int = 1) -> None:
         """One RTCP report block about a stream sent to this subscriber.

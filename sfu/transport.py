@@ -438,7 +438,7 @@ class Transport:
         bitrate = rtcp.dispatch(packet, self._inbound, self._outbound)
         if bitrate is not None:
             self.bandwidth_estimate = bitrate
-            self.downlink.on_remb(bitrate, time.monotonic())
+            self.downlink.on_congestion_remb(bitrate, time.monotonic())
         elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             now = time.monotonic()
             for report in packet.reports:

@@ -103,7 +103,8 @@ async def call(quiet_sfu: SFU) -> AsyncIterator[Call]:
     publisher = Publisher(camera)
     for rid in "qhf":
         publisher.key(rid)
-    yield Call(conference, camera, Adaptation(conference.id, 3_000_000), events)
+    adaptation = Adaptation(conference.id, 3_000_000, downlink_floor=0)
+    yield Call(conference, camera, adaptation, events)
     await quiet_sfu.close_conference(conference.id)
     await pc.close()
 
@@ -188,6 +189,7 @@ async def test_remb_and_receiver_reports_reach_the_estimator(call: Call) -> None
     remb = RtcpPsfbPacket(
         fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(150_000, [subscription.ssrc])
     )
+    transport.downlink.on_sent(100_000, time.monotonic())  # 800 kbit/s sent, 150 got through
     transport._on_rtcp(remb)
     assert transport.bandwidth_estimate == 150_000
     assert transport.downlink.estimate(time.monotonic()) == 150_000

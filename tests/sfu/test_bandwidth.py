@@ -143,3 +143,16 @@ def test_bad_feedback_is_refused_and_harms_nothing(call: str, args: tuple[int, f
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         DownlinkEstimator(initial=50_000, minimum=100_000)
+
+
+def test_a_remb_without_probing_only_reports_congestion() -> None:
+    est = DownlinkEstimator(initial=600_000)
+    est.on_sent(100_000, 0.5)  # 800 kbit/s over the last second
+    est.on_congestion_remb(750_000, 1.0)  # about what arrives: no sign of a queue
+    assert est.estimate(1.0) == 600_000
+    est.on_congestion_remb(300_000, 1.2)  # well below what is sent: queues grew
+    assert est.estimate(1.2) == 300_000
+    est.on_congestion_remb(900_000, 1.3)  # a higher one lifts nothing: growth is by reports
+    assert est.estimate(1.3) == 300_000
+    est.on_receiver_report(0, 2.5, packets=100)
+    assert est.estimate(2.6) > 300_000
