@@ -210,3 +210,9 @@ def test_rate_meter_smooths_and_keeps_the_last_rate_when_idle() -> None:
 async def test_layer_costs_never_fall_with_the_layer(call: Call) -> None:
     costs = call.adaptation.layer_costs(call.camera)
     assert costs == (150_000, 500_000, 1_500_000)  # nothing measured yet: expected rates
+
+
+async def test_the_subscriber_offer_asks_browsers_for_remb(call: Call) -> None:
+    sdp = await call.transport("bob").create_offer()
+    video = sdp[sdp.index("m=video") :]
+    assert "goog-remb" in video
