@@ -58,7 +58,13 @@ DOWNLINK_FLOOR = 250_000
 layer. The SFU does not probe (no padding), so a browser's REMB, which never exceeds about
 1.5 times what arrives, cannot show that a link has room again once video stopped; and a
 key frame forwarded in one burst can make a browser report congestion that is not there.
-Below the floor, only the number of videos is cut (the rest paused), never all of them."""
+So delay (REMB) only steps layers down; what pauses a video is loss (see ``LOSSY``)."""
+LOSSY = 25
+"""A receiver report's fraction lost (of 256; about 10 %) above which a subscriber's
+downlink is known to be overloaded: only then may its estimate pause videos, not merely
+take them down to their lowest layers."""
+USABLE = 0.9
+"""Share of the estimate the allocator spends (the rest: retransmissions, overhead)."""
 _SMOOTHING = 0.3
 """Weight of the newest tick in a layer's measured bitrate."""
 
@@ -90,7 +96,7 @@ def expected_bitrate(kind: TrackKind, index: int, count: int) -> int:
 
 @dataclass
 class _Downlink:
-    allocator: Allocator = field(default_factory=Allocator)
+    allocator: Allocator = field(default_factory=lambda: Allocator(usable=USABLE))
     octets: int = 0
 
 
@@ -205,15 +211,15 @@ class Adaptation:
             transport.downlink.on_sent(octets - downlink.octets, now)
         downlink.octets = octets
         demands = [self._demand(s, speaker) for s in subscriptions]
-        estimate = max(transport.downlink.estimate(now), self._downlink_floor)
+        floor = self._downlink_floor
+        if not any(s.fraction_lost > LOSSY for s in subscriptions):
+            lowest = sum(demand.cost(min(demand.wanted, 0)) for demand in demands)
+            floor = max(floor, int(lowest / USABLE) + 1)
+        estimate = max(transport.downlink.estimate(now), floor)
         allocation = downlink.allocator.allocate(estimate, demands, now)
-        logger.debug(
-            "%s: estimate %d, sent %d: %s",
-            transport.id,
-            estimate,
-            transport.downlink.send_rate(now),
-            dict(allocation.layers),
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            sent = transport.downlink.send_rate(now)
+            logger.debug("%s: estimate %d, sent %d: %s", transport.id, estimate, sent, allocation)
         for subscription, demand in zip(subscriptions, demands, strict=True):
             layer = allocation.layers[demand.stream_id]
             subscription.set_congested(demand.stream_id in allocation.paused)

@@ -124,10 +124,15 @@ async def test_a_slow_subscriber_gets_a_lower_layer_and_is_paused_when_nothing_f
     assert not states(events)
 
     events = call.run(2.0, {"bob": 50_000, "carol": 5_000_000})
+    assert not states(events)  # delay alone only takes bob down to the lowest layer
+    assert call.subscription("bob").wanted_layer() == 0
+    call.subscription("bob").on_receiver_report(report(2000, 100, fraction_lost=64))
+    events = call.run(1.0, {"bob": 50_000, "carol": 5_000_000})
     assert states(events) == [("bob", True)]
     assert call.subscription("bob").congested and not call.subscription("carol").congested
 
     # Back up only once the higher estimate has held for the allocator's hold time.
+    call.subscription("bob").on_receiver_report(report(2100, 100))
     events = call.run(1.0, {"bob": 300_000, "carol": 5_000_000})
     assert not states(events)
     events = call.run(4.0, {"bob": 300_000, "carol": 5_000_000})
@@ -152,10 +157,10 @@ async def test_dynacast_disables_layers_nobody_watches(call: Call) -> None:
     assert [u.enabled for u in updates] == [(True, True, True)]
 
 
-def report(highest: int, lost: int) -> RtcpReceiverInfo:
+def report(highest: int, lost: int, fraction_lost: int = 0) -> RtcpReceiverInfo:
     return RtcpReceiverInfo(
         ssrc=0,
-        fraction_lost=0,
+        fraction_lost=fraction_lost,
         packets_lost=lost,
         highest_sequence=highest,
         jitter=90,
