@@ -97,6 +97,7 @@ class Config(BaseFileConfig):
             "media.udp_port",
             "media.udp_port_min",
             "media.udp_port_max",
+            "media.max_publish_bitrate",
             "focus.hostname",
             "focus.port",
             "focus.public_url",
@@ -185,6 +186,13 @@ class Config(BaseFileConfig):
         turn = self.turn_secret()
         tracks, connecting = self.limit("tracks_per_participant"), self.limit("connecting")
         connect_timeout = self.limit("connect_timeout")
+        publish_bitrate = self.get("media.max_publish_bitrate", 3_000_000)
+        if (
+            not isinstance(publish_bitrate, int)
+            or isinstance(publish_bitrate, bool)
+            or publish_bitrate < 100_000
+        ):
+            raise ValueError("media.max_publish_bitrate: must be a whole number, 100000 or more")
         try:
             return MediaSettings(
                 bind_addresses=tuple(str(a) for a in self.get("media.bind_addresses", None) or []),
@@ -197,6 +205,7 @@ class Config(BaseFileConfig):
                 max_tracks_per_participant=tracks,
                 connect_timeout=connect_timeout,
                 max_connecting_transports=connecting,
+                max_publish_bitrate=publish_bitrate,
             )
         except ValueError as e:
             raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e

@@ -80,6 +80,8 @@ class LiveKitClient:
         self.refreshed_tokens: list[str] = []
         self.refusals: list[rtc.RequestResponse] = []
         self.mutes: list[rtc.MuteTrackRequest] = []
+        self.qualities: dict[str, models.ConnectionQuality] = {}
+        """Latest connection quality announced per participant sid."""
         """What the server asked us to mute (a moderator's mute)."""
         self.own_tracks: dict[models.TrackType, str] = {}
         """Sids of the tracks we published, by type."""
@@ -420,6 +422,9 @@ class LiveKitClient:
             self.refusals.append(response.request_response)
         elif kind == "mute":
             self.mutes.append(response.mute)
+        elif kind == "connection_quality":
+            for update in response.connection_quality.updates:
+                self.qualities[update.participant_sid] = update.quality
         elif kind == "track_unpublished":
             self.unpublished.append(response.track_unpublished.track_sid)
 

@@ -10,6 +10,8 @@ from .aiortc_seams import SeamError
 from .conference import Conference
 from .config import IceServer, MediaSettings
 from .events import (
+    ConnectionQuality,
+    ConnectionQualityChanged,
     Event,
     EventHandler,
     KeyframeRequested,
@@ -19,6 +21,8 @@ from .events import (
     PublishPermissionChanged,
     SpeakerLevel,
     SpeakersChanged,
+    StreamStateChanged,
+    SubscribedLayersChanged,
     TrackInfo,
     TrackKind,
     TrackMuted,
@@ -37,6 +41,8 @@ __all__ = [
     "SFU",
     "AudioMixer",
     "Conference",
+    "ConnectionQuality",
+    "ConnectionQualityChanged",
     "Event",
     "EventHandler",
     "IceServer",
@@ -52,6 +58,8 @@ __all__ = [
     "SeamError",
     "SpeakerLevel",
     "SpeakersChanged",
+    "StreamStateChanged",
+    "SubscribedLayersChanged",
     "Subscription",
     "TrackInfo",
     "TrackKind",

@@ -34,7 +34,15 @@ from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransc
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
-from aiortc.rtp import AnyRtcpPacket, RtcpPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    AnyRtcpPacket,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 from pylibsrtp._binding import ffi, lib
 import aioice.ice
 import aioice.turn
@@ -107,6 +115,8 @@ async def self_test() -> None:
                 "_send_rtcp_nack",
                 "_RTCRtpReceiver__remote_streams",
                 "_RTCRtpReceiver__rtx_ssrc",
+                "_RTCRtpReceiver__rtcp_ssrc",
+                "_send_rtcp",
             ],
             "RTCRtpReceiver",
         )
@@ -442,7 +452,8 @@ class PublisherFeedback:
     """RTCP towards a publisher stream, through its idle aiortc receiver.
 
     Feeds aiortc's receiver statistics (so its periodic RR stays truthful), generates NACKs for
-    gaps and sends PLIs.
+    gaps, sends PLIs and REMB (the bitrate the publisher may send: without any feedback a
+    browser ramps its send rate up slowly, and leaves its upper simulcast layers off meanwhile).
     """
 
     def __init__(self, receiver: RTCRtpReceiver, ssrc: int, clock_rate: int, nack: bool) -> None:
@@ -473,6 +484,25 @@ class PublisherFeedback:
         that fills a gap later does not undo the loss (monitoring counts only go up)."""
         self._lost = max(self._lost, int(self._stats.packets_lost))
         return self._lost
+
+    def send_remb(self, bitrate: int) -> None:
+        sender_ssrc = self._receiver._RTCRtpReceiver__rtcp_ssrc
+        if sender_ssrc is None:
+            return
+        packet = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP,
+            ssrc=sender_ssrc,
+            media_ssrc=0,
+            fci=pack_remb_fci(bitrate, [self._ssrc]),
+        )
+        self._spawn(self._receiver._send_rtcp(packet))
+
+    def statistics(self) -> tuple[int, int, float]:
+        """Packets expected and lost since the stream began, and the jitter in seconds."""
+        stats = self._stats
+        if stats.max_seq is None:
+            return 0, 0, 0.0
+        return stats.packets_expected, stats.packets_lost, stats.jitter / stats._clockrate
 
     def close(self) -> None:
         self._receiver._RTCRtpReceiver__remote_streams.pop(self._ssrc, None)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from .adaptation import Adaptation
 from .config import MediaSettings
 from .events import (
     Event,
@@ -53,7 +54,10 @@ class Conference:
         self._removals: set[asyncio.Task[None]] = set()
         self._mixer: AudioMixer | None = None
         self._closed = False
-        self._speaker_task = asyncio.get_running_loop().create_task(self._speaker_loop())
+        self._adaptation = Adaptation(conference_id, settings.max_publish_bitrate)
+        loop = asyncio.get_running_loop()
+        self._speaker_task = loop.create_task(self._speaker_loop())
+        self._adaptation_task = loop.create_task(self._adaptation_loop())
 
     @property
     def participants(self) -> list[Participant]:
@@ -121,6 +125,7 @@ class Conference:
     async def close(self) -> None:
         self._closed = True
         self._speaker_task.cancel()
+        self._adaptation_task.cancel()
         if self._mixer is not None:
             self._mixer.close()
         for task in list(self._removals):
@@ -194,3 +199,20 @@ class Conference:
                         self.id, tuple(speakers), self._speakers.dominant, dominant_changed
                     )
                 )
+
+    async def _adaptation_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.adaptation_interval)
+            try:
+                events = self._adaptation.tick(
+                    self.participants,
+                    list(self._tracks.values()),
+                    self._speakers.dominant,
+                    time.monotonic(),
+                )
+            except Exception:
+                # A fault here must not stop forwarding, nor the next round.
+                logger.exception("bandwidth adaptation failed in conference %s", self.id)
+                continue
+            for event in events:
+                self._emit(event)

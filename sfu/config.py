@@ -63,6 +63,10 @@ class MediaSettings:
     """Seconds a negotiated transport may take to connect (ICE and DTLS) before its participant
     is removed: a client that never completes ICE must not hold a port and checks forever."""
     max_connecting_transports: int = 100
+    max_publish_bitrate: int = 3_000_000
+    """bit/s a publisher is told (REMB) it may send, across its simulcast layers."""
+    adaptation_interval: float = 0.5
+    """Seconds between two rounds of bandwidth allocation, dynacast and publisher REMB."""
     """Transports negotiating or checking connectivity at once; adapters refuse newcomers above
     it (ICE checks cost CPU, and without the shared port each such transport holds a UDP port)."""
 
@@ -95,3 +99,7 @@ class MediaSettings:
             raise ValueError("limits must be at least 1")
         if self.connect_timeout <= 0:
             raise ValueError("connect_timeout must be positive")
+        if self.max_publish_bitrate < 100_000:
+            raise ValueError("max_publish_bitrate must be at least 100000 bit/s")
+        if self.adaptation_interval <= 0:
+            raise ValueError("adaptation_interval must be positive")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 import enum
 
+from .quality import ConnectionQuality
 from .speaker import SpeakerLevel
 
 
@@ -106,6 +107,41 @@ class NegotiationNeeded:
     transport_id: str
 
 
+@dataclass(frozen=True)
+class StreamStateChanged:
+    """Bandwidth adaptation paused a subscriber's stream its downlink cannot carry even at the
+    lowest layer, or resumed it (LiveKit ``stream_state_update``)."""
+
+    conference_id: str
+    participant_id: str
+    """The subscriber."""
+    track_id: str
+    paused: bool
+
+
+@dataclass(frozen=True)
+class SubscribedLayersChanged:
+    """Dynacast: which simulcast layers of a track anyone is forwarded, so that its publisher
+    stops encoding the others (LiveKit ``subscribed_quality_update``)."""
+
+    conference_id: str
+    participant_id: str
+    """The publisher."""
+    track_id: str
+    enabled: tuple[bool, ...]
+    """Per layer of :attr:`TrackInfo.layers`, lowest first."""
+
+
+@dataclass(frozen=True)
+class ConnectionQualityChanged:
+    """Participants whose connection quality (from loss, jitter and RTT, both directions)
+    changed (LiveKit ``connection_quality_update``)."""
+
+    conference_id: str
+    qualities: tuple[tuple[str, ConnectionQuality], ...]
+    """(participant id, quality) of each participant whose quality changed."""
+
+
 Event = (
     TrackPublished
     | TrackUnpublished
@@ -115,10 +151,15 @@ Event = (
     | SpeakersChanged
     | KeyframeRequested
     | NegotiationNeeded
+    | StreamStateChanged
+    | SubscribedLayersChanged
+    | ConnectionQualityChanged
 )
 EventHandler = Callable[[Event], None]
 
 __all__ = [
+    "ConnectionQuality",
+    "ConnectionQualityChanged",
     "Event",
     "EventHandler",
     "KeyframeRequested",
@@ -128,6 +169,8 @@ __all__ = [
     "PublishPermissionChanged",
     "SpeakerLevel",
     "SpeakersChanged",
+    "StreamStateChanged",
+    "SubscribedLayersChanged",
     "TrackInfo",
     "TrackKind",
     "TrackMuted",

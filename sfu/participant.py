@@ -162,6 +162,13 @@ class Participant:
             track.set_muted(muted)
             self._conference._track_muted(track)
 
+    def set_screen_share(self, track_id: str) -> None:
+        """Mark one of its tracks as a screen share: bandwidth adaptation serves it before
+        cameras. Only the adapter knows a track's source."""
+        track = self._published.get(track_id)
+        if track is not None:
+            track.screen_share = True
+
     def hold_muted(self, kinds: frozenset[TrackKind]) -> None:
         """Mute its tracks of ``kinds`` now and keep them muted, those it publishes later
         too, until released with an empty set (a moderator's mute in a moderated call)."""

@@ -51,6 +51,10 @@ class Subscription:
         self.max_layer: int | None = None
         """Highest layer index allowed whatever the tile (a bandwidth cap); None: no cap."""
         self.paused = False
+        """Paused by the subscriber (a hidden tile)."""
+        self.congested = False
+        """Paused by bandwidth adaptation: its downlink cannot carry even the lowest layer."""
+        self._halted = False
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmitted = 0
@@ -62,6 +66,13 @@ class Subscription:
         """Cumulative, the highest the subscriber's receiver reports said."""
         self.fraction_lost = 0
         self.jitter = 0
+        self.reported_lost = 0
+        """Cumulative packets lost, from the subscriber's last receiver report."""
+        self.reported_highest = 0
+        """Extended highest sequence number received, from the same report."""
+        self.packets_in_report = 0
+        """Packets sent between the subscriber's last two receiver reports."""
+        self._packets_at_report = 0
         self._msid: tuple[str, str] | None = None
         self._output: seams.RtpOutput | None = None
         self._payload_types: dict[str, int] = {}
@@ -124,6 +135,8 @@ class Subscription:
 
     def set_max_layer(self, max_layer: int | None) -> None:
         """Cap the layer whatever the tile asks for (None lifts the cap)."""
+        if max_layer == self.max_layer:
+            return
         self.max_layer = max_layer
         self.retarget(time.monotonic())
 
@@ -132,17 +145,20 @@ class Subscription:
             self._preference = preference
             self.retarget(time.monotonic())
 
-    def wanted_layer(self) -> int:
-        """The layer index the preference and the cap call for."""
+    def preferred_layer(self) -> int:
+        """The layer index the subscriber's tile (or request) calls for, whatever the cap."""
         if self.source is None:
             return 0
         preference = self._preference
         if isinstance(preference, tuple):
-            wanted = choose_layer(self.source.layer_sizes(), *preference)
-        elif preference is None:
-            wanted = len(self.source.layers) - 1
-        else:
-            wanted = preference
+            return choose_layer(self.source.layer_sizes(), *preference)
+        if preference is None:
+            return len(self.source.layers) - 1
+        return preference
+
+    def wanted_layer(self) -> int:
+        """The layer index the preference and the cap call for."""
+        wanted = self.preferred_layer()
         return wanted if self.max_layer is None else min(wanted, self.max_layer)
 
     def retarget(self, now: float) -> None:
@@ -158,7 +174,7 @@ class Subscription:
         self._leave(self._target)
         self._target = layer
         layer.subscriptions.append(self)
-        if self.active and not self.paused:
+        if self.active and not self._halted:
             layer.request_keyframe(f"{self.subscriber_id} switched")
 
     def _awaited(self) -> Layer | None:
@@ -172,10 +188,21 @@ class Subscription:
     def set_paused(self, paused: bool) -> None:
         """Stop or resume forwarding while keeping the source: clients pause video they do not
         display (LiveKit's adaptive stream). Resuming starts at the next key frame."""
-        if paused == self.paused:
-            return
         self.paused = paused
-        if not paused:
+        self._halt()
+
+    def set_congested(self, congested: bool) -> None:
+        """Stop or resume forwarding for want of bandwidth, independently of the subscriber's
+        own pause. Resuming starts at the next key frame."""
+        self.congested = congested
+        self._halt()
+
+    def _halt(self) -> None:
+        halted = self.paused or self.congested
+        if halted == self._halted:
+            return
+        self._halted = halted
+        if not halted:
             self._waiting = True
             layer = self._awaited()
             if layer is not None and self.active:
@@ -225,7 +252,7 @@ class Subscription:
         layer: Layer,
     ) -> None:
         """Send one canonical packet of the source (the per-packet hot path)."""
-        if self._output is None or self._payload_type < 0 or self.paused:
+        if self._output is None or self._payload_type < 0 or self._halted:
             return
         if layer is not self.layer:
             if not keyframe:
@@ -291,6 +318,10 @@ class Subscription:
         # Cumulative; kept from going down (duplicates may lower it), as counters must.
         self.packets_lost = max(self.packets_lost, report.packets_lost)
         self.jitter = report.jitter
+        self.reported_lost = report.packets_lost
+        self.reported_highest = report.highest_sequence
+        self.packets_in_report = self.packets_sent - self._packets_at_report
+        self._packets_at_report = self.packets_sent
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """Translate the source's sender report into this stream's timeline."""

@@ -51,6 +51,8 @@ class Layer:
         self.subscriptions: list[Subscription] = []
         """Subscriptions forwarding this layer, or switching to it at its next key frame."""
         self.packets_received = 0
+        self.octets_received = 0
+        """Payload and header bytes, for the measured bitrate bandwidth adaptation spends."""
         self.last_packet = -LAYER_TIMEOUT
         self._feedback: seams.PublisherFeedback | None = None
         self._last_keyframe_request = -track.keyframe_interval
@@ -154,6 +156,14 @@ class Layer:
         self._feedback.request_keyframe()
         self.track.on_keyframe_request(self.track.info.track_id, reason)
 
+    def send_remb(self, bitrate: int) -> None:
+        if self._feedback is not None:
+            self._feedback.send_remb(bitrate)
+
+    def statistics(self) -> tuple[int, int, float]:
+        """Packets expected and lost from the publisher so far, and the jitter in seconds."""
+        return self._feedback.statistics() if self._feedback is not None else (0, 0, 0.0)
+
     def close(self) -> None:
         if self._feedback is not None:
             self._feedback.close()
@@ -185,6 +195,9 @@ class PublishedTrack:
         self.is_vp8 = info.codec.lower() == "video/vp8"
         self.is_h264 = info.codec.lower() == "video/h264"
         self.is_video = info.kind == "video"
+        self.screen_share = False
+        """Set by the adapter, which knows the source: bandwidth adaptation serves a screen
+        share before cameras."""
         self.subscriptions: list[Subscription] = []
         self.taps: list[Callable[[bytes, int, int], None]] = []
         """Called with (packet, payload offset, seq) for each unmuted packet: the audio mixer

@@ -32,10 +32,11 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import AnyRtcpPacket
+from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket
 from aiortc.sdp import candidate_from_sdp
 
 from . import aiortc_seams as seams, rtcp, simulcast
+from .bandwidth import DownlinkEstimator
 from .config import MediaSettings
 from .rtp import MalformedPacket
 from .subscription import Subscription
@@ -130,6 +131,8 @@ class Transport:
         self.stats = TransportStats()
         self.bandwidth_estimate: int | None = None
         """Latest REMB from the client, in bit/s (None until one arrives)."""
+        self.downlink = DownlinkEstimator()
+        """What the client's downlink carries, from its REMB and receiver reports."""
         self.pc = RTCPeerConnection(rtc_configuration(settings))
         self._owner = owner
         self._settings = settings
@@ -445,6 +448,15 @@ class Transport:
         bitrate = rtcp.dispatch(packet, self._inbound, self._outbound)
         if bitrate is not None:
             self.bandwidth_estimate = bitrate
+            self.downlink.on_congestion_remb(bitrate, time.monotonic())
+        elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            now = time.monotonic()
+            for report in packet.reports:
+                subscription = self._outbound.get(report.ssrc)
+                if subscription is not None:
+                    self.downlink.on_receiver_report(
+                        report.fraction_lost, now, subscription.packets_in_report
+                    )
 
     def _on_malformed_rtcp(self) -> None:
         self.stats.malformed_rtcp += 1

@@ -224,3 +224,48 @@ async def test_browser_resumes_after_its_signalling_connection_drops(
     finally:
         for page in pages.values():
             await page.context.close()
+
+
+async def test_dynacast_turns_off_the_layers_nobody_watches(
+    browser: Browser,
+    pages_url: str,
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    room_id: RoomID,
+) -> None:
+    """With its only viewer's tile small, the publisher is told to stop its 360p and 720p
+    encodings (its ``outbound-rtp`` for them goes inactive); a large tile turns them on again."""
+    paths: list[str] = []
+
+    async def join(name: str, **options: str) -> Page:
+        return await open_call(
+            browser, pages_url, running_bridge, synapse, users[name], room_id, None, "v1",
+            paths, options="element-call", **options,
+        )  # fmt: skip
+
+    alice = await join("alice")
+    bob = await join("bob", publish="none")
+    await bob.set_viewport_size({"width": 1600, "height": 1000})
+    publisher = f"{users['alice'].user_id}:{users['alice'].device_id}"
+    seen: list[object] = []
+
+    async def sending(expected: dict[str, bool]) -> bool:
+        page_state = await state(alice)
+        seen[:] = [page_state["active"], page_state["sending"]]
+        return page_state["active"] == expected
+
+    try:
+        await show_remote_video(bob, 1280)
+        await wait_for_video_size(bob, publisher, (1280, 720))
+        await show_remote_video(bob, 160)
+        await wait_for_video_size(bob, publisher, (320, 180))
+        try:
+            await eventually(lambda: sending({"q": True, "h": False, "f": False}), timeout=60)
+            await show_remote_video(bob, 1280)
+            await eventually(lambda: sending({"q": True, "h": True, "f": True}), timeout=60)
+        except AssertionError as e:
+            raise AssertionError(f"publisher's encodings (active, widths): {seen}") from e
+    finally:
+        for page in (alice, bob):
+            await page.context.close()

@@ -203,3 +203,18 @@ def test_database_newer_than_the_bridge_is_refused(tmp_path: Path) -> None:
     result = run_cli("-c", "config.yaml", cwd=tmp_path)
     assert result.returncode == 13
     assert "appservice.database: Unsupported bridge database schema version v999" in result.stderr
+
+
+def test_max_publish_bitrate_reaches_the_sfu_and_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(resources.example_config())
+    config = Config(str(path))
+    config.load()
+    assert config.media_settings().max_publish_bitrate == 3_000_000
+    edit_config(path, {"media.max_publish_bitrate": 5_000_000})
+    config.load()
+    assert config.media_settings().max_publish_bitrate == 5_000_000
+    edit_config(path, {"media.max_publish_bitrate": 5_000})
+    config.load()
+    problems = [str(problem) for problem in config.problems(need_tokens=False)]
+    assert any("media.max_publish_bitrate" in problem for problem in problems), problems

@@ -260,3 +260,17 @@ async def test_media_ends_with_the_call_membership(
         await member.send_state_event(room_id, member_event, {}, state_key)
         await leaving.wait_closed()
         assert leaving.leave is not None
+
+
+async def test_connection_quality_is_announced_for_everyone(connect: ClientFactory) -> None:
+    """Scored from the loss and jitter of what each publishes and receives: on loopback,
+    everyone is excellent, and everyone hears it about everyone."""
+    alice, bob = await connect("alice"), await connect("bob")
+    await alice.publish(luma=LUMAS["alice"], amplitude=0.2)
+    await bob.publish(luma=LUMAS["bob"], amplitude=0.2)
+    await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
+    excellent = {
+        alice.sid: models.ConnectionQuality.EXCELLENT,
+        bob.sid: models.ConnectionQuality.EXCELLENT,
+    }
+    await wait_until(lambda: alice.qualities == excellent and bob.qualities == excellent)

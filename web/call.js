@@ -165,18 +165,21 @@ window.callState = async () => {
     }
     remotes[participant.identity] = entry;
   }
-  // The camera's encodings being sent: frame width by RID (one "" without simulcast).
+  // The camera's encodings being sent: frame width by RID (one "" without simulcast), and
+  // whether each is active (dynacast turns off the ones nobody watches).
   const sending = {};
+  const active = {};
   const camera = room.localParticipant.getTrackPublication(Track.Source.Camera)?.track;
   (await camera?.sender?.getStats())?.forEach((report) => {
-    if (report.type === "outbound-rtp" && report.frameWidth) {
-      sending[report.rid ?? ""] = report.frameWidth;
-    }
+    if (report.type !== "outbound-rtp") return;
+    if (report.frameWidth) sending[report.rid ?? ""] = report.frameWidth;
+    active[report.rid ?? ""] = report.active;
   });
   return {
     connected: room.state === "connected",
     identity: room.localParticipant.identity,
     sending,
+    active,
     e2ee: room.isE2EEEnabled,
     remotes,
   };

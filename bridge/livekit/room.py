@@ -16,12 +16,15 @@ import time
 from livekit.protocol import models, rtc
 
 from sfu import (
+    ConnectionQualityChanged,
     Event,
     NegotiationNeeded,
     ParticipantState,
     ParticipantStateChanged,
     PublishPermissionChanged,
     SpeakersChanged,
+    StreamStateChanged,
+    SubscribedLayersChanged,
     TrackInfo,
     TrackKind,
     TrackMuted,
@@ -189,6 +192,22 @@ class LiveKitRoom:
             self._participant_state(event)
         elif isinstance(event, PublishPermissionChanged):
             self._permission_changed(event)
+        elif isinstance(event, StreamStateChanged):
+            self._stream_state(event)
+        elif isinstance(event, SubscribedLayersChanged):
+            self._subscribed_layers(event)
+        elif isinstance(event, ConnectionQualityChanged):
+            updates = [
+                rtc.ConnectionQualityInfo(participant_sid=sid, quality=quality.name)
+                for sid, quality in event.qualities
+                if sid in self.participants
+            ]
+            if updates:
+                self.broadcast(
+                    rtc.SignalResponse(
+                        connection_quality=rtc.ConnectionQualityUpdate(updates=updates)
+                    )
+                )
 
     def _adopt_existing(self) -> None:
         """Show participants already in the conference that came another way."""
@@ -288,3 +307,42 @@ class LiveKitRoom:
             return
         info.muted = track.muted
         self.participant_changed(participant)
+
+    def _stream_state(self, event: StreamStateChanged) -> None:
+        """The subscriber's client shows a paused video as paused rather than frozen."""
+        session = self.sessions.get(event.participant_id)
+        publisher = next(
+            (p for p in self.participants.values() if event.track_id in p.tracks), None
+        )
+        if session is None or publisher is None:
+            return
+        state = rtc.StreamState.PAUSED if event.paused else rtc.StreamState.ACTIVE
+        info = rtc.StreamStateInfo(
+            participant_sid=publisher.sid, track_sid=event.track_id, state=state
+        )
+        session.post(
+            rtc.SignalResponse(stream_state_update=rtc.StreamStateUpdate(stream_states=[info]))
+        )
+
+    def _subscribed_layers(self, event: SubscribedLayersChanged) -> None:
+        """Dynacast: livekit-client turns off the encodings of the qualities not enabled (it
+        reads the per-codec list, matched to its codec by name, e.g. ``vp8``)."""
+        session = self.sessions.get(event.participant_id)
+        participant = self.participants.get(event.participant_id)
+        info = participant.tracks.get(event.track_id) if participant is not None else None
+        if session is None or info is None:
+            return
+        qualities = [
+            rtc.SubscribedQuality(quality=layer.quality, enabled=enabled)
+            for layer, enabled in zip(info.layers, event.enabled, strict=False)
+        ]
+        codec = info.mime_type.partition("/")[2].lower()
+        session.post(
+            rtc.SignalResponse(
+                subscribed_quality_update=rtc.SubscribedQualityUpdate(
+                    track_sid=event.track_id,
+                    subscribed_qualities=qualities,
+                    subscribed_codecs=[rtc.SubscribedCodec(codec=codec, qualities=qualities)],
+                )
+            )
+        )

@@ -541,6 +541,8 @@ class SignalSession(ABC):
                 info.codecs.append(
                     models.SimulcastCodecInfo(mime_type=track.codec, mid=info.mid, layers=layers)
                 )
+                if info.source == models.TrackSource.SCREEN_SHARE:
+                    self.participant.set_screen_share(info.sid)
                 self._announced[info.sid] = info
                 return info
         return None
