@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 import asyncio
 import contextlib
 import logging
@@ -125,13 +126,17 @@ class Bridge:
             raise StartupError(f"media.udp_port: {e.strerror}") from e
         self._running.push_async_callback(self.sfu.close)
         if self.metrics is not None:
-            await self._start_metrics(self.metrics)
+            await self._listen("metrics", self.metrics.start())
+            self._running.push_async_callback(self.metrics.stop)
         await self._start_database()
         self._running.push_async_callback(self.db.stop)
         await self.calls.start()
         self._running.push_async_callback(self.calls.stop)
-        await self.az.start(
-            host=self.config["appservice.hostname"], port=self.config["appservice.port"]
+        await self._listen(
+            "appservice",
+            self.az.start(
+                host=self.config["appservice.hostname"], port=self.config["appservice.port"]
+            ),
         )
         self._running.push_async_callback(self.az.stop)
         await self._wait_for_homeserver()
@@ -149,7 +154,7 @@ class Bridge:
         # Before the signalling closes every connection: a shutdown is nobody's departure.
         self._running.push_async_callback(self.focus.delegation.stop)
         self._running.callback(self.call_memberships.stop)
-        await self._start_focus()
+        await self._listen("focus", self.focus.start())
         # Stopped first: hanging up dial-in calls needs the homeserver and the database.
         self._running.push_async_callback(self.dialin.stop)
         self.az.ready = True
@@ -173,24 +178,16 @@ class Bridge:
                 ) from e
             raise
 
-    async def _start_focus(self) -> None:
+    async def _listen(self, section: str, start: Awaitable[None]) -> None:
+        """Start one of the bridge's listeners (``<section>.hostname``/``.port``); a port that
+        is taken stops the start naming its key."""
         try:
-            await self.focus.start()
+            await start
         except OSError as e:
+            host, port = self.config[f"{section}.hostname"], self.config[f"{section}.port"]
             raise StartupError(
-                f"focus.port: cannot listen on {self.config['focus.hostname']}:"
-                f"{self.config['focus.port']}: {e.strerror}"
+                f"{section}.port: cannot listen on {host}:{port}: {e.strerror}"
             ) from e
-
-    async def _start_metrics(self, metrics: MetricsServer) -> None:
-        try:
-            await metrics.start()
-        except OSError as e:
-            raise StartupError(
-                f"metrics.port: cannot listen on {metrics.settings.hostname}:"
-                f"{metrics.settings.port}: {e.strerror}"
-            ) from e
-        self._running.push_async_callback(metrics.stop)
 
     async def _wait_for_homeserver(self) -> None:
         address = self.config["homeserver.address"]

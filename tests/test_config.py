@@ -195,6 +195,21 @@ def test_media_port_taken_exits_with_the_key(tmp_path: Path) -> None:
     assert f"media.udp_port: cannot bind UDP port {port} on 127.0.0.1" in result.stderr
 
 
+def test_appservice_port_taken_exits_with_the_key(tmp_path: Path) -> None:
+    registered_config(tmp_path, "sqlite:bridge.db")
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        other_program.listen()
+        port = other_program.getsockname()[1]
+        edit_config(
+            tmp_path / "config.yaml", {"appservice.hostname": "127.0.0.1", "appservice.port": port}
+        )
+        result = run_cli("-c", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 13, result.stderr
+    assert f"appservice.port: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_database_newer_than_the_bridge_is_refused(tmp_path: Path) -> None:
     registered_config(tmp_path, "sqlite:bridge.db")
     with sqlite3.connect(tmp_path / "bridge.db") as conn:
