@@ -11,7 +11,7 @@ import json
 
 from aiohttp import web
 
-from .ports import free_port
+from .loopback_http import serve
 from .web import WEB_ROOT
 
 DIST = WEB_ROOT / "node_modules" / "@element-hq" / "element-call-embedded" / "dist"
@@ -40,7 +40,7 @@ async def element_call(
         raise RuntimeError("Element Call is missing: run `npm ci` in web/")
     config = json.dumps(element_call_config(homeserver_url, server_name, focus_url))
 
-    async def serve(request: web.Request) -> web.StreamResponse:
+    async def respond(request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         if path.endswith("config.json"):
             return web.Response(text=config, content_type="application/json")
@@ -53,12 +53,6 @@ async def element_call(
         return web.FileResponse(DIST / "index.html")
 
     app = web.Application()
-    app.router.add_get("/{path:.*}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    app.router.add_get("/{path:.*}", respond)
+    async with serve(app) as url:
+        yield url

@@ -11,7 +11,7 @@ import subprocess
 
 from aiohttp import web
 
-from .ports import free_port
+from .loopback_http import serve
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
 
@@ -24,11 +24,5 @@ async def web_pages() -> AsyncIterator[str]:
     subprocess.run(["npm", "run", "--silent", "build"], cwd=WEB_ROOT, check=True, timeout=120)
     app = web.Application()
     app.router.add_static("/", WEB_ROOT, follow_symlinks=False)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url:
+        yield url

@@ -21,13 +21,13 @@ from bridge.doctor.judge import judge_clock, same_url
 from bridge.doctor.probes import turn_findings
 from bridge.focus.openid import USERINFO_PATH
 from demo.bridge_process import BridgeProcess, edit_config
+from demo.loopback_http import serve
 from demo.ports import free_port, free_udp_port
 from demo.synapse import Synapse
 from demo.waiting import eventually
 from sfu import IceServer
 
 from .support.coturn import coturn as start_coturn
-from .support.loopback_http import serve
 
 FOCI = "org.matrix.msc4143.rtc_foci"
 

@@ -13,9 +13,8 @@ import pytest
 
 from bridge.focus.delayed_events import DelayedEvents
 from bridge.focus.leave_schedule import Answer, Outcome
+from demo.loopback_http import serve
 from demo.ports import free_port
-
-from ..support.loopback_http import serve
 
 
 @dataclass

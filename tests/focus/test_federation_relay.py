@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 
 from bridge.focus.federation_relay import REMOTE_PATH, FederationRelay, Relayed
-
-from ..support.loopback_http import serve
+from demo.loopback_http import serve
 
 
 class FedProxy:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from demo.ports import free_port
+from .ports import free_port
 
 
 @asynccontextmanager
