@@ -87,10 +87,10 @@ class Layer:
         self.packets_received += 1
         self.octets_received += len(packet)
         now = time.monotonic()
-        if track.rids and now - self.last_packet > LAYER_TIMEOUT:
-            self.last_packet = now
-            track.layers_changed(now)
+        resumed = track.rids and now - self.last_packet > LAYER_TIMEOUT
         self.last_packet = now
+        if resumed:
+            track.layers_changed(now)
         if level != NO_AUDIO_LEVEL:
             track.on_audio_level(track.info.participant_id, level, now)
         self.history.put(seq, packet)

@@ -9,10 +9,12 @@ import contextlib
 
 from mautrix.client import ClientAPI
 from mautrix.types import Membership, RoomID, UserID
+from mautrix.util.async_db import Database
 from playwright.async_api import Browser
 import aioice.ice
 import pytest
 
+from bridge.db import build_upgrade_table, init
 from demo.bridge_process import BridgeProcess
 from demo.livekit_client import LiveKitClient, Protocol, focus_token
 from demo.matrix_client import matrix_client, wait_for_membership
@@ -42,6 +44,18 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     """The same test on the embedded default and on PostgreSQL."""
     async with empty_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def bridge_db(database_url: str) -> AsyncIterator[Database]:
+    """The bridge's tables, migrated, on each backend in turn."""
+    database = Database.create(database_url, upgrade_table=build_upgrade_table())
+    try:
+        await database.start()
+        init(database)
+        yield database
+    finally:
+        await database.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from mautrix.types import RoomID
 from mautrix.util.async_db import Database
 import pytest
 
 from bridge.calls import describe_duration
-from bridge.db import Call, CallParticipant, Room, build_upgrade_table, init
+from bridge.db import Call, CallParticipant, Room
 
 ROOM = RoomID("!calls:example.org")
 DAY_MS = 24 * 3600 * 1000
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.create(database_url, upgrade_table=build_upgrade_table())
-    try:
-        await database.start()
-        init(database)
-        await Room.get_or_create(ROOM)
-        yield database
-    finally:
-        await database.stop()
+async def db(bridge_db: Database) -> Database:
+    await Room.get_or_create(ROOM)
+    return bridge_db
 
 
 async def test_a_call_from_start_to_end(db: Database) -> None:

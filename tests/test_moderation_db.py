@@ -3,8 +3,6 @@ and its retention."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 from mautrix.types import RoomID
 from mautrix.util.async_db import Database
 import pytest
@@ -16,8 +14,6 @@ from bridge.db import (
     Room,
     RoomMode,
     RoomModeName,
-    build_upgrade_table,
-    init,
 )
 
 ROOM = RoomID("!moderated:example.org")
@@ -26,15 +22,9 @@ MOD = "@mod:example.org"
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.create(database_url, upgrade_table=build_upgrade_table())
-    try:
-        await database.start()
-        init(database)
-        await Room.get_or_create(ROOM)
-        yield database
-    finally:
-        await database.stop()
+async def db(bridge_db: Database) -> Database:
+    await Room.get_or_create(ROOM)
+    return bridge_db
 
 
 async def test_modes_switch_once(db: Database) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from mautrix.util.async_db import Database
 import pytest
 
-from bridge.db import DelegatedLeave, build_upgrade_table, init
+from bridge.db import DelegatedLeave
 
 JOB = DelegatedLeave(
     conference_id="conf",
@@ -25,14 +24,8 @@ JOB = DelegatedLeave(
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.create(database_url, upgrade_table=build_upgrade_table())
-    try:
-        await database.start()
-        init(database)
-        yield database
-    finally:
-        await database.stop()
+def db(bridge_db: Database) -> Database:
+    return bridge_db
 
 
 async def test_a_job_is_saved_updated_and_deleted(db: Database) -> None:
