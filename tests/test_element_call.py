@@ -7,122 +7,28 @@ signalling connection drops, which Element Call's livekit-client resumes."""
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import AsyncIterator
 from functools import partial
-import json
 import re
 import secrets
 
-from mautrix.types import EventType, Membership, RoomID, UserID
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser
 import pytest
 
 from demo.bridge_process import BridgeProcess
 from demo.element_call import element_call
-from demo.matrix_client import matrix_client, wait_for_membership
-from demo.synapse import SERVER_NAME, MatrixUser, Synapse
+from demo.synapse import SERVER_NAME, Synapse
 from demo.waiting import eventually
 
-from .support.calls import BOT, CALL_MEMBER
+from .support.element_call import call_room, open_element_call, receiving
 
 NAMES = ("alice", "bob")
-
-COLLECT_CONNECTIONS = """
-(() => {
-  const keep = (Original, list) => {
-    window[list] = [];
-    const Kept = function (...args) {
-      const instance = new Original(...args);
-      window[list].push(instance);
-      return instance;
-    };
-    Kept.prototype = Original.prototype;
-    Object.setPrototypeOf(Kept, Original);
-    return Kept;
-  };
-  window.RTCPeerConnection = keep(window.RTCPeerConnection, "peerConnections");
-  window.WebSocket = keep(window.WebSocket, "webSockets");
-})();
-"""
-"""Keeps the app's peer connections and WebSockets where the test can reach them."""
-
-RECEIVED = """
-async () => {
-  const totals = { framesDecoded: 0, audioBytes: 0, audioEnergy: 0 };
-  for (const pc of window.peerConnections ?? []) {
-    if (pc.connectionState === "closed") continue;
-    (await pc.getStats()).forEach((report) => {
-      if (report.type !== "inbound-rtp") return;
-      if (report.kind === "video") totals.framesDecoded += report.framesDecoded ?? 0;
-      if (report.kind === "audio") {
-        totals.audioBytes += report.bytesReceived ?? 0;
-        totals.audioEnergy += report.totalAudioEnergy ?? 0;
-      }
-    });
-  }
-  return totals;
-}
-"""
-"""What a page received from the SFU: decoded video frames, audio bytes, and the energy of
-the decoded audio (silence, or concealment of undecryptable audio, has almost none)."""
 
 
 @pytest.fixture
 async def ec_url(running_bridge: BridgeProcess, synapse: Synapse) -> AsyncIterator[str]:
     async with element_call(synapse.base_url, SERVER_NAME, running_bridge.focus_url) as url:
         yield url
-
-
-async def call_room(users: dict[str, MatrixUser], synapse: Synapse, encrypted: bool) -> RoomID:
-    async with matrix_client(users["alice"], synapse.base_url) as alice:
-        initial_state = []
-        if encrypted:
-            initial_state.append(
-                {
-                    "type": str(EventType.ROOM_ENCRYPTION),
-                    "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                }
-            )
-        room = await alice.create_room(
-            name="Element Call test",
-            invitees=[BOT, UserID(users["bob"].user_id)],
-            initial_state=initial_state,
-            power_level_override={"events": {CALL_MEMBER: 0}},
-        )
-        await wait_for_membership(alice, room, BOT, Membership.JOIN)
-    async with matrix_client(users["bob"], synapse.base_url) as bob:
-        await bob.join_room_by_id(room)
-    return room
-
-
-async def open_element_call(
-    browser: Browser, ec_url: str, user: MatrixUser, room: RoomID, console: list[str]
-) -> Page:
-    """Element Call logged in as ``user`` (its login store, as after a login), at the room's
-    lobby; then join the call. What the app logs goes to ``console``."""
-    auth = {
-        "user_id": user.user_id,
-        "device_id": user.device_id,
-        "access_token": user.access_token,
-        "passwordlessUser": False,
-    }
-    context = await browser.new_context()
-    await context.add_init_script(
-        f"localStorage.setItem('matrix-auth-store', {json.dumps(json.dumps(auth))});"
-    )
-    await context.add_init_script(COLLECT_CONNECTIONS)
-    page = await context.new_page()
-    page.on("console", lambda message: console.append(message.text))
-    await page.goto(f"{ec_url}/room/#/?roomId={room}")
-    await page.get_by_role("button", name=re.compile("join", re.IGNORECASE)).first.click()
-    return page
-
-
-async def received(page: Page) -> dict[str, Any]:
-    result: dict[str, Any] = await page.evaluate(RECEIVED)
-    return result
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
@@ -155,21 +61,6 @@ async def test_element_call_users_see_and_hear_each_other(
                 f"Subscribed: {track} TR_\\w+ of {identity} encrypted={encrypted}", re.I
             )
             assert any(line.search(text) for text in consoles[name]), (name, line.pattern)
-
-
-async def receiving(
-    pages: list[Page], since: list[dict[str, Any]] | None = None
-) -> list[dict[str, Any]] | None:
-    """Every page decodes video and audible audio (beyond ``since``, if given)."""
-    states = [await received(page) for page in pages]
-    before = since or [{"framesDecoded": 0, "audioBytes": 0, "audioEnergy": 0.0}] * len(pages)
-    enough = all(
-        now["framesDecoded"] > then["framesDecoded"] + 30
-        and now["audioBytes"] > then["audioBytes"] + 5000
-        and now["audioEnergy"] > then["audioEnergy"] + 0.01
-        for now, then in zip(states, before, strict=True)
-    )
-    return states if enough else None
 
 
 async def test_element_call_resumes_after_its_connection_drops(

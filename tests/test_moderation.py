@@ -5,7 +5,6 @@ on a room is announced and admitted."""
 from __future__ import annotations
 
 from livekit.protocol import models
-from mautrix.client import ClientAPI
 from mautrix.types import EventType, Membership, MessageEvent, RoomID, UserID
 import pytest
 
@@ -13,22 +12,15 @@ from demo.bridge_process import BridgeProcess
 from demo.livekit_client import LiveKitClient, focus_token, wait_until
 from demo.matrix_client import (
     matrix_client,
-    replies_to,
     wait_for_membership,
     wait_for_message,
 )
 from demo.synapse import MatrixUser, Synapse
 
 from .support.calls import BOT, BOTH_PROTOCOLS, LUMAS, ClientFactory, decodes
+from .support.commands import command
 
 AUDIO = models.TrackType.AUDIO
-
-
-async def command(client: ClientAPI, room_id: RoomID, text: str) -> str:
-    """Send a command; the bot's reply to it."""
-    event_id = await client.send_text(room_id, text)
-    reply = await wait_for_message(client, room_id, BOT, replies_to(event_id))
-    return str(reply.content.body)
 
 
 async def audio_stays_stopped(receiver: LiveKitClient, sender: LiveKitClient) -> None:
