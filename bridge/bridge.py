@@ -25,6 +25,7 @@ from .conferences import Conferences
 from .config import Config
 from .doctor.probe_route import add_probe_route
 from .focus import Focus
+from .guests import GuestRoutes, Guests
 from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
@@ -105,6 +106,13 @@ class Bridge:
         self.signalling.add_routes(self.focus.app)
         add_probe_route(self.focus.app, secrets.token_hex(8))
         self.moderation = Moderation(self)
+        self.guests = Guests(self, config.guest_settings())
+        GuestRoutes(
+            self.guests,
+            self.focus.addresses,
+            self.guests.settings.homeserver_url,
+            config["homeserver.domain"],
+        ).add_to(self.focus.app, self.guests.base_url)
         self.call_memberships = CallMemberships(self.signalling)
         self.dialin = DialIn(self)
         self.matrix = MatrixHandler(self)
@@ -247,11 +255,13 @@ class Bridge:
             await asyncio.sleep(PRUNE_INTERVAL_S)
 
     async def prune_history(self) -> None:
-        """Apply bridge.history_retention_days and forget old redelivery markers."""
+        """Apply bridge.history_retention_days, forget old redelivery markers, expired
+        removals and guest links, and guests who never got into the call."""
         now = int(time.time() * 1000)
         days = self.config["bridge.history_retention_days"]
         if days:
             await tables.Call.delete_ended_before(now - days * 24 * 3600 * 1000)
             await tables.ModerationAction.delete_before(now - days * 24 * 3600 * 1000)
         await tables.CallRemoval.delete_expired(now)
+        await self.guests.prune(now)
         await tables.ProcessedEvent.delete_before(now - PROCESSED_EVENT_MAX_AGE_MS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 from dataclasses import dataclass, fields
+from pathlib import Path
 import re
 
 from mautrix.util.config import BaseFileConfig, ConfigUpdateHelper, RecursiveDict
@@ -21,6 +22,7 @@ from . import resources
 from .focus.access import RoomsWithoutBot
 from .focus.client_address import IPNetwork, parse_networks
 from .focus.limits import FocusLimits
+from .guests.settings import GuestSettings
 from .livekit.service import SessionLimits
 from .metrics import MetricsSettings
 from .permissions import PermissionLevel
@@ -90,6 +92,7 @@ class Config(BaseFileConfig):
             "bridge.call_end_grace",
             "bridge.moderation.level",
             "bridge.moderation.removal_minutes",
+            *(f"bridge.guests.{field.name}" for field in fields(GuestSettings)),
             "dialin.enabled",
             "dialin.displayname",
             "dialin.max_calls_per_room",
@@ -154,6 +157,38 @@ class Config(BaseFileConfig):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError('must be "kick" or a power level (a whole number)')
         return value
+
+    def guest_settings(self) -> GuestSettings:
+        """``bridge.guests``. Raises ValueError naming the first bad key."""
+
+        def number(name: str, least: float, whole: bool = False) -> float:
+            value = self.get(f"bridge.guests.{name}", None)
+            kind = int if whole else int | float
+            if not isinstance(value, kind) or isinstance(value, bool) or value < least:
+                what = "a whole number" if whole else "a number"
+                raise ValueError(f"bridge.guests.{name}: must be {what}, {least:g} or more")
+            return value
+
+        enabled = self.get("bridge.guests.enabled", None)
+        if not isinstance(enabled, bool):
+            raise ValueError("bridge.guests.enabled: must be true or false")
+        max_hours = number("max_hours", 0.1)
+        default_hours = number("default_hours", 0.1)
+        if default_hours > max_hours:
+            raise ValueError("bridge.guests.default_hours: must not exceed max_hours")
+        homeserver_url = self.get("bridge.guests.homeserver_url", "") or ""
+        if homeserver_url and not _is_http_url(homeserver_url):
+            raise ValueError("bridge.guests.homeserver_url: must be empty or an http(s) URL")
+        directory = str(self.get("bridge.guests.element_call_dir", "") or "")
+        return GuestSettings(
+            enabled=enabled,
+            default_hours=default_hours,
+            max_hours=max_hours,
+            joins_per_minute_per_link=int(number("joins_per_minute_per_link", 0, whole=True)),
+            joins_per_minute_per_client=int(number("joins_per_minute_per_client", 0, whole=True)),
+            element_call_dir=Path(directory) if directory else GuestSettings.element_call_dir,
+            homeserver_url=homeserver_url or str(self["homeserver.address"]),
+        )
 
     def media_settings(self) -> MediaSettings:
         """The SFU's networking settings.
@@ -355,6 +390,11 @@ class Config(BaseFileConfig):
             "bridge.moderation.removal_minutes",
             "must be 0-525600 minutes",
         )
+        try:
+            self.guest_settings()
+        except ValueError as e:
+            key, _, message = str(e).partition(": ")
+            found.append(ConfigProblem(key, message))
         found.extend(_permission_problems(self.get("bridge.permissions", None)))
         found.extend(self._dialin_problems())
         try:

@@ -60,6 +60,7 @@ class MatrixHandler:
                 # A demotion takes effect on the media at once, not at the next token.
                 await self.bridge.publish_rights.apply_to_room(evt.room_id)
             await self.bridge.dialin.handle_event(evt)
+            await self.bridge.guests.handle_event(evt)
         except Exception:
             log.exception("Failed to handle %s %s in %s", evt.type, evt.event_id, evt.room_id)
 

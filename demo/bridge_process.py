@@ -64,6 +64,8 @@ class BridgeProcess:
         self.registration_path = workdir / "registration.yaml"
         self.homeserver_url = homeserver_url
         self.domain = domain
+        self.database_url = ""
+        """The database set with :meth:`use_database`."""
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = workdir / "bridge.log"
 
@@ -122,6 +124,7 @@ class BridgeProcess:
 
     def use_database(self, url: str) -> None:
         edit_config(self.config_path, {"appservice.database": url})
+        self.database_url = url
 
     def start(self, *, open_files: int | None = None) -> None:
         """``open_files`` starts the process with that soft limit on file descriptors (as

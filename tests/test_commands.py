@@ -32,7 +32,10 @@ def test_parse_reports_broken_quoting() -> None:
 
 def test_commands_are_registered() -> None:
     assert {"help", "status", "version"} <= set(command_handlers)
-    moderators = {"mute", "unmute", "remove", "end", "lock", "unlock", "moderated", "admit"}
+    moderators = {
+        *("mute", "unmute", "remove", "end", "lock", "unlock", "moderated", "admit"),
+        *("guestlink", "guestlinks", "revoke"),
+    }
     assert {name for name, handler in command_handlers.items() if handler.moderator} == moderators
 
 

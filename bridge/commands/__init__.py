@@ -6,7 +6,7 @@ from .handler import CommandError, CommandEvent, command_handler, command_handle
 from .processor import CommandProcessor
 
 # Importing the command modules registers their handlers.
-from . import call, dialin, meta, moderation  # noqa: F401  # isort: skip
+from . import call, dialin, guests, meta, moderation  # noqa: F401  # isort: skip
 
 __all__ = [
     "CommandError",

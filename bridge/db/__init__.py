@@ -7,6 +7,7 @@ from mautrix.util.async_db import Database
 from .call import Call, CallParticipant
 from .delegated_leave import DelegatedLeave
 from .dialin import DialInChat, DialInGhost
+from .guest import Guest, GuestLink
 from .moderation import CallRemoval, ModerationAction, RoomMode, RoomModeName
 from .processed_event import ProcessedEvent
 from .room import Room
@@ -20,6 +21,8 @@ __all__ = [
     "DelegatedLeave",
     "DialInChat",
     "DialInGhost",
+    "Guest",
+    "GuestLink",
     "ModerationAction",
     "ProcessedEvent",
     "Room",
@@ -39,6 +42,8 @@ def init(db: Database) -> None:
         DelegatedLeave,
         DialInChat,
         DialInGhost,
+        Guest,
+        GuestLink,
         ModerationAction,
         ProcessedEvent,
         Room,
