@@ -103,8 +103,20 @@ async def test_moderators_create_list_and_revoke_guest_links(
         await database.start()
         try:
             await database.execute("UPDATE guest_link SET expires_at=1 WHERE link_id=$1", other_id)
+            recorded = await database.fetch(
+                "SELECT action, target, detail FROM moderation_action WHERE room_id=$1 "
+                "ORDER BY created_at",
+                room_id,
+            )
         finally:
             await database.stop()
+        # In the call history, without the links' secrets.
+        assert [(row["action"], row["target"]) for row in recorded] == [
+            ("guestlink", link_id),
+            ("guestlink", other_id),
+            ("revoke", link_id),
+        ]
+        assert not any(url.rsplit("/", 1)[1] in row["detail"] for row in recorded)
         status, page = await fetch(other_url)
         assert status == 410 and "has expired" in page
         status, answer = await fetch(f"{other_url}/join", {"name": "Mallory"})

@@ -24,6 +24,7 @@ from mautrix.types import (
     Event,
     EventType,
     JoinRule,
+    JoinRulesStateEventContent,
     LoginType,
     Membership,
     MemberStateEventContent,
@@ -207,9 +208,12 @@ class Guests:
         return session, state
 
     async def _asks_to_knock(self, room_id: RoomID) -> bool:
-        """The room's lobby: its join rule is ``knock``."""
+        """The room's lobby: its join rule lets people ask to join (knock)."""
         content = await self.bridge.az.intent.get_state_event(room_id, EventType.ROOM_JOIN_RULES)
-        return getattr(content, "join_rule", None) in (JoinRule.KNOCK, "knock")
+        return isinstance(content, JoinRulesStateEventContent) and content.join_rule in (
+            JoinRule.KNOCK,
+            JoinRule.KNOCK_RESTRICTED,
+        )
 
     async def progress(self, session_secret: str) -> dict[str, Any]:
         """Where a guest's page stands: ``waiting`` in the lobby, or ``ready`` with the
