@@ -2,7 +2,8 @@
 moderator creates, lists and revokes links (a plain member may not); a guest opens a link,
 enters a name and joins the call as a ghost of the bridge, seen and heard by a member and
 seeing and hearing them (once more in an end-to-end encrypted room); the ghost leaves the
-room, its token logged out, when the guest leaves; in a room with the knock join rule the
+room, its token logged out, when the guest leaves (or is removed); a guest may publish only
+if the room lets members take part in calls; in a room with the knock join rule the
 guest waits until a moderator admits them; expired and revoked links are refused."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest
 
 from bridge.guests.element_call import AUTH_STORE_KEY
 from demo.bridge_process import BridgeProcess
+from demo.livekit_client import LiveKitClient, focus_token
 from demo.matrix_client import matrix_client, wait_for_membership, wait_for_message
 from demo.synapse import MatrixUser, Synapse
 from demo.waiting import eventually
@@ -127,6 +129,61 @@ async def test_moderators_create_list_and_revoke_guest_links(
         assert status == 404 and "does not exist" in page
 
 
+async def guest_by_http(url: str, name: str) -> MatrixUser:
+    """What the link's page does for a guest, without a browser: join, then take the ghost's
+    session."""
+    status, answer = await fetch(f"{url}/join", {"name": name})
+    assert status == 200, answer
+    base = url.rsplit("/", 1)[0]
+    status, answer = await fetch(f"{base}/session", {"session": json.loads(answer)["session"]})
+    assert status == 200, answer
+    session = json.loads(answer)
+    assert session["state"] == "ready", session
+    return MatrixUser(session["user_id"], session["access_token"], session["device_id"])
+
+
+async def logged_out(user: MatrixUser, synapse: Synapse) -> None:
+    """Wait until the homeserver no longer knows ``user``'s access token."""
+    async with matrix_client(user, synapse.base_url) as client:
+
+        async def unknown() -> bool:
+            try:
+                await client.whoami()
+            except MUnknownToken:
+                return True
+            return False
+
+        await eventually(unknown)
+
+
+async def test_a_guest_gets_what_the_room_allows_and_goes_when_removed(
+    running_bridge: BridgeProcess, users: dict[str, MatrixUser], synapse: Synapse
+) -> None:
+    """In a room where taking part in calls needs the moderator level (the default power
+    levels), a guest may watch and listen but not publish; removed from the call, the
+    ghost leaves the room and its token is logged out."""
+    async with matrix_client(users["alice"], synapse.base_url) as alice:
+        room_id = await alice.create_room(invitees=[BOT])
+        await wait_for_membership(alice, room_id, BOT, Membership.JOIN)
+        url, _ = await new_link(alice, room_id)
+        ghost = await guest_by_http(url, "Gaston")
+        client = LiveKitClient(
+            running_bridge.focus_url, await focus_token(running_bridge, synapse, ghost, room_id)
+        )
+        try:
+            join = await client.connect()
+            assert join.participant.identity.startswith(ghost.user_id)
+            assert not join.participant.permission.can_publish
+            assert join.participant.permission.can_subscribe
+            reply = await command(alice, room_id, f"!call remove {ghost.user_id} enough")
+            assert f"Removed {ghost.user_id}" in reply
+            await client.wait_closed()
+        finally:
+            await client.close()
+        await wait_for_membership(alice, room_id, UserID(ghost.user_id), Membership.LEAVE)
+    await logged_out(ghost, synapse)
+
+
 async def enter_as_guest(browser: Browser, url: str, name: str, console: list[str]) -> Page:
     """Open a guest link in a browser of its own and join under ``name``."""
     page = await watched_page(browser, console)
@@ -187,16 +244,7 @@ async def test_guest_joins_the_call_through_a_link(
 
             await guest.context.close()
             await wait_for_membership(client, room, UserID(ghost.user_id), Membership.LEAVE)
-        async with matrix_client(ghost, synapse.base_url) as gone:
-
-            async def logged_out() -> bool:
-                try:
-                    await gone.whoami()
-                except MUnknownToken:
-                    return True
-                return False
-
-            await eventually(logged_out)
+        await logged_out(ghost, synapse)
     finally:
         await member.context.close()
         await guest.context.close()
