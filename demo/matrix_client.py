@@ -40,12 +40,16 @@ async def membership_of(client: ClientAPI, room_id: RoomID, user_id: UserID) -> 
 
 
 async def wait_for_membership(
-    client: ClientAPI, room_id: RoomID, user_id: UserID, membership: Membership
+    client: ClientAPI,
+    room_id: RoomID,
+    user_id: UserID,
+    membership: Membership,
+    timeout: float = 30.0,
 ) -> None:
     async def probe() -> bool:
         return await membership_of(client, room_id, user_id) == membership
 
-    await eventually(probe)
+    await eventually(probe, timeout=timeout)
 
 
 async def messages_from(

@@ -121,7 +121,7 @@ async def federated_room(operators: tuple[Operator, Operator]) -> RoomID:
             async with matrix_client(b.users[name], b.synapse.base_url) as remote:
                 await eventually(lambda remote=remote: _join(remote, room), timeout=60)
         for member in (a.bot, b.bot, b.user_id("bob"), b.user_id("carol")):
-            await wait_for_membership(alice, room, member, Membership.JOIN)
+            await wait_for_membership(alice, room, member, Membership.JOIN, timeout=60)
     return room
 
 
