@@ -219,7 +219,9 @@ class Adaptation:
         allocation = downlink.allocator.allocate(estimate, demands, now)
         if logger.isEnabledFor(logging.DEBUG):
             sent = transport.downlink.send_rate(now)
-            logger.debug("%s: estimate %d, sent %d: %s", transport.id, estimate, sent, allocation)
+            remb = transport.bandwidth_estimate
+            line = "%s: estimate %d, REMB %s, sent %d: %s"
+            logger.debug(line, transport.id, estimate, remb, sent, allocation)
         for subscription, demand in zip(subscriptions, demands, strict=True):
             layer = allocation.layers[demand.stream_id]
             subscription.set_congested(demand.stream_id in allocation.paused)

@@ -191,11 +191,14 @@ async def test_connection_quality_from_receiver_reports(call: Call) -> None:
 
 async def test_remb_and_receiver_reports_reach_the_estimator(call: Call) -> None:
     transport, subscription = call.transport("bob"), call.subscription("bob")
-    remb = RtcpPsfbPacket(
-        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(150_000, [subscription.ssrc])
-    )
-    transport.downlink.on_sent(100_000, time.monotonic())  # 800 kbit/s sent, 150 got through
-    transport._on_rtcp(remb)
+
+    def remb(bitrate: int) -> RtcpPsfbPacket:
+        fci = pack_remb_fci(bitrate, [subscription.ssrc])
+        return RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=fci)
+
+    transport.downlink.on_sent(100_000, time.monotonic())  # 800 kbit/s sent...
+    transport._on_rtcp(remb(700_000))
+    transport._on_rtcp(remb(150_000))  # ...and the receiver's estimate falls to 150
     assert transport.bandwidth_estimate == 150_000
     assert transport.downlink.estimate(time.monotonic()) == 150_000
 
