@@ -67,6 +67,8 @@ USABLE = 0.9
 """Share of the estimate the allocator spends (the rest: retransmissions, overhead)."""
 _SMOOTHING = 0.3
 """Weight of the newest tick in a layer's measured bitrate."""
+_MIN_SPAN = 0.25
+"""Seconds a measured bitrate spans at least: over less, a key frame's burst is the rate."""
 
 
 class RateMeter:
@@ -77,8 +79,11 @@ class RateMeter:
         self.rate: float | None = None
 
     def update(self, total: int, now: float) -> None:
-        last, self._last = self._last, (now, total)
-        if last is None or now <= last[0] or total <= last[1]:
+        last = self._last
+        if last is not None and now - last[0] < _MIN_SPAN:
+            return  # a round run early (a subscriber's change): too short a span to measure
+        self._last = (now, total)
+        if last is None or total <= last[1]:
             return
         current = (total - last[1]) * 8 / (now - last[0])
         self.rate = (
@@ -219,7 +224,9 @@ class Adaptation:
         allocation = downlink.allocator.allocate(estimate, demands, now)
         if logger.isEnabledFor(logging.DEBUG):
             sent = transport.downlink.send_rate(now)
-            logger.debug("%s: estimate %d, sent %d: %s", transport.id, estimate, sent, allocation)
+            remb = transport.bandwidth_estimate
+            line = "%s: estimate %d, REMB %s, sent %d: %s"
+            logger.debug(line, transport.id, estimate, remb, sent, allocation)
         for subscription, demand in zip(subscriptions, demands, strict=True):
             layer = allocation.layers[demand.stream_id]
             subscription.set_congested(demand.stream_id in allocation.paused)

@@ -8,12 +8,15 @@ combined, as in GCC (draft-ietf-rmcat-gcc-02, section 6), taking the lower of th
   is before loss builds up.
 - A loss-based rate from the RTCP receiver reports of the streams sent to that subscriber:
   more than 10 % loss cuts it by half the loss fraction (but not below what demonstrably got
-  through: the send rate times the fraction delivered), less than 2 % lets it grow by 8 % at
-  most once a second, and anything in between holds it.
+  through: the send rate times the fraction delivered), less than 2 % lets it grow at most
+  once a second, and anything in between holds it.
 
 It starts low (enough for audio and a camera's lowest layers) and grows only with good
-reports. While media is being sent but the receiver stays silent, the estimate decays:
-silence means a dead or saturated downlink.
+reports: by half per report on a fresh downlink, as GCC's start phase does, so that a fast
+link reaches the top layers within seconds; by 8 % once the downlink has shown congestion
+(loss, a falling REMB, silence), so that what hurt it is retried carefully. While media is
+being sent but the receiver stays silent, the estimate decays: silence means a dead or
+saturated downlink.
 
 Wiring: one estimator per subscriber transport; feed it the REMB bitrate returned by
 :func:`sfu.rtcp.dispatch`, each RTCP report block about a stream sent to that subscriber, and
@@ -28,7 +31,10 @@ import math
 
 _HIGH_LOSS = 0.10
 _LOW_LOSS = 0.02
+_FRESH_GROWTH = 1.5
+"""Growth per good report until the downlink first shows congestion."""
 _GROWTH = 1.08
+"""Growth per good report after that."""
 _CONGESTED = 0.9
 """A REMB below this share of the send rate reports congestion (see ``on_congestion_remb``)."""
 _GROWTH_STEP = 1_000
@@ -58,6 +64,9 @@ class DownlinkEstimator:
         self._rate_window = rate_window
         self._loss_rate = float(initial)
         self._remb: float | None = None
+        self._last_congestion_remb: int | None = None
+        self._congested = False
+        """The downlink has shown congestion: growth is careful from then on."""
         self._last_increase = -math.inf
         self._heard: float | None = None
         """When the receiver was last heard from (or when sending started, before that)."""
@@ -82,17 +91,24 @@ class DownlinkEstimator:
     def on_congestion_remb(self, bitrate: int, now: float) -> None:
         """A REMB from a browser the SFU does not probe (no padding is sent to it).
 
-        A browser's REMB never exceeds about 1.5 times what it receives, so on a link carrying
-        less than it could it shows no headroom, only congestion: when it falls below
-        ``_CONGESTED`` times the send rate, the receiver saw queues grow, and the rate drops to
-        it (growing again from there on good reports); otherwise it is only a sign of life.
+        A browser's REMB never exceeds about 1.5 times what it receives and rises only a few
+        per cent a second, so on a link carrying less than it could it shows no headroom, only
+        congestion. A REMB below ``_CONGESTED`` times the send rate is congestion only when it
+        *falls*: the receiver saw queues grow and cut its estimate. One that is below the send
+        rate but holding or rising lags a step up the SFU just took (a layer switch can triple
+        the rate at once) and is left to catch up; loss still tells if that step was too much.
+        On congestion the rate drops to the REMB (growing again from there on good reports);
+        otherwise a REMB is only a sign of life.
         """
         if bitrate < 0:
             raise ValueError(f"negative REMB bitrate {bitrate}")
         self._close_batch(now)
         self._hear(now)
-        if bitrate < _CONGESTED * self.send_rate(now):
+        previous, self._last_congestion_remb = self._last_congestion_remb, bitrate
+        falling = previous is not None and bitrate < previous
+        if falling and bitrate < _CONGESTED * self.send_rate(now):
             self._loss_rate = float(self._bounded(min(self._loss_rate, bitrate)))
+            self._congested = True
 
     def on_receiver_report(self, fraction_lost: int, now: float, packets: int = 1) -> None:
         """One RTCP report block about a stream sent to this subscriber.
@@ -152,6 +168,7 @@ class DownlinkEstimator:
     def _hear(self, now: float) -> None:
         factor = self._decay(now)
         if factor < 1.0:
+            self._congested = True
             self._loss_rate = float(self._bounded(self._loss_rate * factor))
             if self._remb is not None:
                 self._remb *= factor
@@ -172,8 +189,10 @@ class DownlinkEstimator:
         if loss > _HIGH_LOSS:
             delivered = sent * (1.0 - loss)
             self._loss_rate = min(current, max(current * (1.0 - 0.5 * loss), delivered))
+            self._congested = True
         elif loss < _LOW_LOSS and at - self._last_increase >= self._increase_interval:
-            self._loss_rate = self._loss_rate * _GROWTH + _GROWTH_STEP
+            growth = _GROWTH if self._congested else _FRESH_GROWTH
+            self._loss_rate = self._loss_rate * growth + _GROWTH_STEP
             self._last_increase = at
         self._loss_rate = float(self._bounded(self._loss_rate))
 

@@ -203,16 +203,22 @@ class Conference:
     async def _adaptation_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.adaptation_interval)
-            try:
-                events = self._adaptation.tick(
-                    self.participants,
-                    list(self._tracks.values()),
-                    self._speakers.dominant,
-                    time.monotonic(),
-                )
-            except Exception:
-                # A fault here must not stop forwarding, nor the next round.
-                logger.exception("bandwidth adaptation failed in conference %s", self.id)
-                continue
-            for event in events:
-                self._emit(event)
+            self.adapt_now()
+
+    def adapt_now(self) -> None:
+        """One round of bandwidth allocation and dynacast: every ``adaptation_interval``, and
+        at once when a subscriber changes what it views, so that a tile enlarged gets its
+        layer (and a publisher re-enables it) without waiting for the next round."""
+        try:
+            events = self._adaptation.tick(
+                self.participants,
+                list(self._tracks.values()),
+                self._speakers.dominant,
+                time.monotonic(),
+            )
+        except Exception:
+            # A fault here must not stop forwarding, nor the next round.
+            logger.exception("bandwidth adaptation failed in conference %s", self.id)
+            return
+        for event in events:
+            self._emit(event)

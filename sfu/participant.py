@@ -134,6 +134,11 @@ class Participant:
                 return transport
         raise LookupError(f"participant {self.id} has no transport to receive on")
 
+    def viewing_changed(self) -> None:
+        """The participant changed what it views (tile sizes, qualities, pauses): its layers
+        are allocated again now."""
+        self._conference.adapt_now()
+
     def _renegotiate(self, transport_id: str) -> None:
         self._conference._emit(NegotiationNeeded(self._conference.id, self.id, transport_id))
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 import contextlib
+import shutil
 
 from mautrix.client import ClientAPI
 from mautrix.types import Membership, RoomID, UserID
@@ -15,7 +17,7 @@ import aioice.ice
 import pytest
 
 from bridge.db import build_upgrade_table, init
-from demo.bridge_process import BridgeProcess
+from demo.bridge_process import BridgeProcess, edit_config
 from demo.livekit_client import LiveKitClient, Protocol, focus_token
 from demo.matrix_client import matrix_client, wait_for_membership
 from demo.synapse import SERVER_NAME, MatrixUser, Synapse
@@ -23,6 +25,7 @@ from demo.web import web_pages
 
 from .support.browser import chromium
 from .support.calls import BOT, CALL_MEMBER, ClientFactory
+from .support.netns import Namespace
 from .support.postgres import BACKENDS, empty_database, fresh_database
 
 # Who the test bridge serves: everyone on the test server, except mallory.
@@ -110,6 +113,35 @@ async def bridge_running_on(
             yield bridge, url
         finally:
             assert bridge.stop() == 0
+
+
+@asynccontextmanager
+async def bridge_reachable_from(
+    netns: Namespace,
+    bridge: BridgeProcess,
+    directory: Path,
+    settings: dict[str, Any],
+) -> AsyncIterator[BridgeProcess]:
+    """The bridge running with its focus and media also on this machine's end of the link to
+    ``netns`` (and ``settings`` more of its config); its usual config comes back after."""
+    saved = directory / "saved-config.yaml"
+    shutil.copy(bridge.config_path, saved)
+    bridge.focus_host = netns.host_address
+    edit_config(
+        bridge.config_path,
+        {
+            "focus.hostname": netns.host_address,
+            "focus.public_url": bridge.focus_url,
+            "media.bind_addresses": ["127.0.0.1", netns.host_address],
+            **settings,
+        },
+    )
+    try:
+        async with bridge_running_on(bridge, "sqlite", directory) as it:
+            yield it[0]
+    finally:
+        bridge.focus_host = "127.0.0.1"
+        shutil.copy(saved, bridge.config_path)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

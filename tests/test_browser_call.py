@@ -21,7 +21,7 @@ from demo.matrix_client import matrix_client, wait_for_membership
 from demo.synapse import SERVER_NAME, MatrixUser, Synapse
 from demo.waiting import eventually
 
-from .support.call_page import open_call, state
+from .support.call_page import open_call, show_remote_video, state, wait_for_video_size
 
 BOT = UserID(f"@callbot:{SERVER_NAME}")
 NAMES = ("alice", "bob", "carol")
@@ -118,34 +118,6 @@ async def test_three_browsers_see_and_hear_each_other(
     finally:
         for page in pages.values():
             await page.context.close()
-
-
-async def show_remote_video(page: Page, width: int) -> None:
-    """Lay the (only) remote tile out ``width`` CSS pixels wide, 16:9; adaptiveStream reports
-    the new size to the SFU."""
-    await page.evaluate(
-        """(width) => {
-            const tiles = document.getElementById("tiles");
-            tiles.style.display = "block";
-            for (const tile of tiles.children) tile.style.width = `${width}px`;
-        }""",
-        width,
-    )
-
-
-async def wait_for_video_size(page: Page, identity: str, size: tuple[int, int]) -> None:
-    """Until the remote video from ``identity`` decodes at ``size``."""
-    seen: list[object] = []
-
-    async def probe() -> bool:
-        remote = (await state(page))["remotes"].get(identity, {})
-        seen[:] = [remote]
-        return (remote.get("videoWidth"), remote.get("videoHeight")) == size
-
-    try:
-        await eventually(probe, timeout=90)
-    except AssertionError as e:
-        raise AssertionError(f"no {size} video from {identity}: {seen}") from e
 
 
 @pytest.mark.parametrize("signal", ["v1", "v0"])

@@ -15,7 +15,6 @@ from pathlib import Path
 import asyncio
 import json
 import re
-import shutil
 import sys
 import time
 
@@ -24,13 +23,13 @@ import pytest
 
 from bridge.doctor.findings import Finding, Status
 from bridge.doctor.probes import turn_findings
-from demo.bridge_process import BridgeProcess, edit_config
+from demo.bridge_process import BridgeProcess
 from demo.livekit_client import focus_token
 from demo.synapse import MatrixUser, Synapse
 from demo.waiting import eventually
 from sfu import MediaSettings, TurnSecret
 
-from .conftest import bridge_running_on
+from .conftest import bridge_reachable_from
 from .support.calls import LUMAS, ClientFactory
 from .support.coturn import coturn
 from .support.netns import Namespace, namespace
@@ -66,26 +65,14 @@ async def running_bridge(
     turn_port: int,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[BridgeProcess]:
-    """The bridge with TURN, reachable from the namespace; its usual config comes back after."""
-    saved = tmp_path_factory.mktemp("config") / "config.yaml"
-    shutil.copy(bridge_home.config_path, saved)
-    bridge_home.focus_host = netns.host_address
-    edit_config(
-        bridge_home.config_path,
-        {
-            "focus.hostname": netns.host_address,
-            "focus.public_url": bridge_home.focus_url,
-            "media.bind_addresses": ["127.0.0.1", netns.host_address],
-            "media.turn_uris": [f"turn:{netns.host_address}:{turn_port}?transport=udp"],
-            "media.turn_shared_secret": SECRET,
-        },
-    )
-    try:
-        async with bridge_running_on(bridge_home, "sqlite", tmp_path_factory.mktemp("db")) as it:
-            yield it[0]
-    finally:
-        bridge_home.focus_host = "127.0.0.1"
-        shutil.copy(saved, bridge_home.config_path)
+    """The bridge with TURN, reachable from the namespace."""
+    settings = {
+        "media.turn_uris": [f"turn:{netns.host_address}:{turn_port}?transport=udp"],
+        "media.turn_shared_secret": SECRET,
+    }
+    directory = tmp_path_factory.mktemp("bridge")
+    async with bridge_reachable_from(netns, bridge_home, directory, settings) as bridge:
+        yield bridge
 
 
 def cut_direct_udp(ns: Namespace, turn_port: int) -> None:

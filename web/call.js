@@ -139,13 +139,17 @@ async function start() {
   setStatus(`${role} as ${room.localParticipant.identity}`);
 }
 
-// What tests read: per remote participant, decoded video frames and received audio bytes.
+// What tests read: per remote participant, decoded video frames and their size, received audio
+// bytes and packets, and audio packets lost.
 window.callState = async () => {
   const room = window.callRoom;
   if (!room) return { connected: false, remotes: {} };
   const remotes = {};
   for (const participant of room.remoteParticipants.values()) {
-    const entry = { videoFrames: 0, audioBytes: 0, speaking: participant.isSpeaking };
+    const entry = {
+      videoFrames: 0, audioBytes: 0, audioPackets: 0, audioPacketsLost: 0,
+      speaking: participant.isSpeaking,
+    };
     for (const publication of participant.trackPublications.values()) {
       const track = publication.track;
       if (!track) continue;
@@ -159,7 +163,10 @@ window.callState = async () => {
       } else if (track.kind === "audio") {
         const stats = await track.receiver?.getStats();
         stats?.forEach((report) => {
-          if (report.type === "inbound-rtp") entry.audioBytes = report.bytesReceived;
+          if (report.type !== "inbound-rtp") return;
+          entry.audioBytes = report.bytesReceived;
+          entry.audioPackets = report.packetsReceived;
+          entry.audioPacketsLost = report.packetsLost;
         });
       }
     }

@@ -470,6 +470,7 @@ class SignalSession(ABC):
             elif not off:
                 rids = subscription.source.info.layers
                 subscription.prefer_layer(quality_layer(rids, request.quality))
+        self.participant.viewing_changed()
 
     def _on_sync_state(self, state: rtc.SyncState) -> None:
         """After a resume the client restates what it wants to receive; the SFU kept what it

@@ -31,6 +31,7 @@ from sfu import (
     TransportRole,
 )
 from sfu.adaptation import Adaptation, RateMeter
+from sfu.bandwidth import DownlinkEstimator
 from sfu.conference import Conference
 from sfu.simulcast import SimulcastOffer
 from sfu.track import PublishedTrack
@@ -191,11 +192,14 @@ async def test_connection_quality_from_receiver_reports(call: Call) -> None:
 
 async def test_remb_and_receiver_reports_reach_the_estimator(call: Call) -> None:
     transport, subscription = call.transport("bob"), call.subscription("bob")
-    remb = RtcpPsfbPacket(
-        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(150_000, [subscription.ssrc])
-    )
-    transport.downlink.on_sent(100_000, time.monotonic())  # 800 kbit/s sent, 150 got through
-    transport._on_rtcp(remb)
+
+    def remb(bitrate: int) -> RtcpPsfbPacket:
+        fci = pack_remb_fci(bitrate, [subscription.ssrc])
+        return RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=fci)
+
+    transport.downlink.on_sent(100_000, time.monotonic())  # 800 kbit/s sent...
+    transport._on_rtcp(remb(700_000))
+    transport._on_rtcp(remb(150_000))  # ...and the receiver's estimate falls to 150
     assert transport.bandwidth_estimate == 150_000
     assert transport.downlink.estimate(time.monotonic()) == 150_000
 
@@ -210,6 +214,32 @@ def test_rate_meter_smooths_and_keeps_the_last_rate_when_idle() -> None:
     assert meter.rate == pytest.approx(130_000)
     meter.update(12_500 + 25_000, 3.0)  # nothing new (a paused layer): the rate stays
     assert meter.rate == pytest.approx(130_000)
+
+
+async def test_a_change_of_tile_is_allocated_at_once(call: Call) -> None:
+    """The conference's own round (an hour apart here) runs when a subscriber changes what it
+    views: an enlarged tile is not held at the small tile's layer until the next round."""
+    call.transport("bob").downlink = DownlinkEstimator(initial=5_000_000)
+    bob = call.conference.participant("bob")
+    assert bob is not None
+    subscription = call.subscription("bob")
+    subscription.prefer_size(320, 180)
+    bob.viewing_changed()
+    assert subscription.max_layer == 0  # the allocation caps it at the small tile's layer
+    subscription.prefer_size(1280, 720)
+    assert subscription.wanted_layer() == 0  # until the layers are allocated again...
+    bob.viewing_changed()
+    assert subscription.wanted_layer() == 2  # ...which happened at once
+
+
+def test_rate_meter_ignores_rounds_run_early() -> None:
+    meter = RateMeter()
+    meter.update(0, 0.0)
+    meter.update(12_500, 1.0)  # 100 kbit/s
+    meter.update(50_000, 1.05)  # a key frame 50 ms later: no rate of its own
+    assert meter.rate == 100_000
+    meter.update(50_000, 2.0)  # the next round measures from the previous one
+    assert meter.rate == pytest.approx(100_000 + 0.3 * (300_000 - 100_000))
 
 
 async def test_layer_costs_never_fall_with_the_layer(call: Call) -> None:

@@ -59,7 +59,20 @@ def test_moderate_loss_holds_and_low_loss_grows_once_per_interval() -> None:
     assert est.estimate(1.0) == 1_000_000
     for i in range(10):  # five reports a second for two seconds
         est.on_receiver_report(0, 1.0 + i * 0.2)
-    assert est.estimate(3.0) == pytest.approx(1_000_000 * 1.08**2 + 1_000 * 1.08 + 1_000, abs=2)
+    # a fresh downlink grows by half per good interval
+    assert est.estimate(3.0) == pytest.approx(1_000_000 * 1.5**2 + 1_000 * 1.5 + 1_000, abs=2)
+
+
+def test_growth_is_careful_once_the_downlink_was_congested() -> None:
+    est = DownlinkEstimator(initial=1_000_000, increase_interval=1.0)
+    est.on_receiver_report(lost(0.2), 0.0)
+    est.on_receiver_report(0, 1.0)  # closes the lossy batch: cut by 10 %
+    cut = est.estimate(1.0)
+    assert cut == pytest.approx(900_000, abs=1_000)
+    est.on_receiver_report(0, 2.0)
+    est.on_receiver_report(0, 3.0)
+    grown = cut * 1.08**3 + 1_000 * (1.08**2 + 1.08 + 1)  # the good reports of 1, 2 and 3 s
+    assert est.estimate(3.1) == pytest.approx(grown, abs=10)
 
 
 def test_report_blocks_of_one_packet_are_weighted_by_packets() -> None:
@@ -143,6 +156,22 @@ def test_bad_feedback_is_refused_and_harms_nothing(call: str, args: tuple[int, f
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         DownlinkEstimator(initial=50_000, minimum=100_000)
+
+
+def test_a_remb_lagging_a_step_up_is_not_congestion() -> None:
+    """The SFU switched to a layer three times the rate; the receiver's REMB, at 1.5 times
+    what it received before, rises towards the new rate over a few reports."""
+    est = DownlinkEstimator(initial=2_000_000)
+    est.on_congestion_remb(560_000, 0.0)
+    for i in range(100):  # 1.5 Mbit/s for a second
+        est.on_sent(1875, 0.01 * i)
+    for step, remb in enumerate((570_000, 620_000, 680_000, 740_000)):
+        t = 1.0 + 0.25 * step
+        est.on_sent(47_000, t)
+        est.on_congestion_remb(remb, t)
+        assert est.estimate(t) == 2_000_000
+    est.on_congestion_remb(600_000, 2.0)  # now it falls, well below the rate: congestion
+    assert est.estimate(2.0) == 600_000
 
 
 def test_a_remb_without_probing_only_reports_congestion() -> None:

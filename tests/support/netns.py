@@ -20,6 +20,8 @@ class Namespace:
     """This machine's end of the link."""
     address: str
     """The namespace's end."""
+    host_link: str
+    """This machine's end of the veth pair: what it sends there goes to the namespace."""
 
     def command(self, *args: str) -> list[str]:
         """``args`` as a command run inside the namespace."""
@@ -28,6 +30,15 @@ class Namespace:
     def nft(self, *args: str) -> str:
         """Run ``nft`` inside the namespace; returns its output."""
         return _run(*self.command("nft", *args))
+
+    def limit_downlink(self, kbit_per_second: int) -> None:
+        """Shape what this machine sends into the namespace to ``kbit_per_second``, as a slow
+        last mile would: a token bucket whose queue holds up to 200 ms, so that delay builds
+        before packets are dropped. Goes with the namespace."""
+        _run(
+            "tc", "qdisc", "add", "dev", self.host_link, "root", "tbf",
+            "rate", f"{kbit_per_second}kbit", "burst", "4kb", "latency", "200ms",
+        )  # fmt: skip
 
 
 def _run(*args: str) -> str:
@@ -40,12 +51,12 @@ def _run(*args: str) -> str:
 def namespace() -> Iterator[Namespace]:
     """A fresh namespace, named and addressed after this process (10.213.<pid % 256>.0/30).
     Fails, never skips, without root, ``ip`` or ``nft``."""
-    for tool in ("ip", "nft"):
+    for tool in ("ip", "nft", "tc"):
         assert shutil.which(tool), f"{tool} is missing: apt-get install iproute2 nftables"
     pid = os.getpid()
     subnet = f"10.213.{pid % 256}"
-    ns = Namespace(f"cbtest{pid}", f"{subnet}.1", f"{subnet}.2")
     host_link, ns_link = f"cbh{pid}", f"cbn{pid}"
+    ns = Namespace(f"cbtest{pid}", f"{subnet}.1", f"{subnet}.2", host_link)
     _run("ip", "netns", "add", ns.name)
     try:
         _run("ip", "link", "add", host_link, "type", "veth", "peer", "name", ns_link)
