@@ -51,6 +51,7 @@ import aiortc
 import pylibsrtp
 
 from .config import MediaSettings
+from .outbox import MAX_PACKET, Outbox, Owner
 from .udp_mux import MuxedTransport, UdpMux
 
 logger = logging.getLogger(__name__)
@@ -58,13 +59,10 @@ logger = logging.getLogger(__name__)
 TESTED_AIORTC = ((1, 14), (1, 17))
 """Half-open range of aiortc minor versions the seams are known to work with."""
 
-_MAX_PACKET = 1500
-_TX = ffi.new("unsigned char[]", _MAX_PACKET + 256)
-TX_BUFFER: memoryview = memoryview(ffi.buffer(_TX))
-"""The one buffer outgoing RTP is written into before :meth:`RtpOutput.send` (single thread)."""
+OUTBOX = Outbox()
+"""The slots outgoing RTP and RTCP are written into, protected in and sent from (single
+thread: the event loop's)."""
 _TX_LEN = ffi.new("int *")
-_TX_VIEWS = [TX_BUFFER[:length] for length in range(len(TX_BUFFER) + 1)]
-"""``TX_BUFFER[:n]`` made once for every n: no new memoryview per packet sent."""
 
 
 class SeamError(RuntimeError):
@@ -544,17 +542,19 @@ def suppress_sender_reports(sender: RTCRtpSender) -> None:
 
 
 class RtpOutput:
-    """Protect :data:`TX_BUFFER` with the transport's SRTP session and send it, synchronously.
+    """Protect what was written into :data:`OUTBOX`'s slot with the transport's SRTP session,
+    and send it, without a task or a copy.
 
-    On a plain UDP pair the datagram goes straight to the socket; a full socket buffer drops
-    the packet, as SFUs do, instead of queueing. Relayed (TURN) pairs go through aioice.
-    RTCP the SFU writes itself (translated sender reports) takes the same way, instead of a
-    task per packet through aiortc's send coroutines.
+    On a plain UDP pair the datagram is queued in the outbox, which sends it with the others
+    of the same fan-out in one ``sendmmsg`` (:mod:`sfu.outbox`; the forwarding path flushes
+    it); a full socket buffer drops it, as SFUs do, instead of queueing. Relayed (TURN) pairs,
+    and systems without ``sendmmsg``, send each datagram at once. RTCP the SFU writes itself
+    (translated sender reports) takes the same way.
     """
 
-    __slots__ = ("_addr", "_sendto", "_srtp")
+    __slots__ = ("_addr", "_destination", "_owner", "_sendto", "_srtp")
 
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
+    def __init__(self, dtls: RTCDtlsTransport, owner: Owner) -> None:
         private = _private(dtls)
         self._srtp = private._tx_srtp._srtp[0]
         pair = private.transport._connection._nominated[1]
@@ -562,31 +562,52 @@ class RtpOutput:
         transport = pair.protocol.transport
         sock = getattr(transport, "_sock", None)
         self._sendto = sock.sendto if sock is not None else transport.sendto
+        self._destination = OUTBOX.destination(sock, self._addr)
+        self._owner = owner
+
+    @staticmethod
+    def buffer() -> memoryview:
+        """Where the next packet is to be written (then :meth:`send`)."""
+        return OUTBOX.slot
 
     def send(self, length: int) -> bool:
+        """Protect and send (or queue) the ``length`` bytes written into :meth:`buffer`."""
+        outbox = OUTBOX
         _TX_LEN[0] = length
-        if _srtp_protect(self._srtp, _TX, _TX_LEN) != 0:
+        if _srtp_protect(self._srtp, outbox.pointer, _TX_LEN) != 0:
             return False
+        return self._queue(outbox, length)
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Protect and send one RTCP packet at once."""
+        length = len(packet)
+        outbox = OUTBOX
+        if length > MAX_PACKET:
+            return False
+        outbox.slot[:length] = packet
+        _TX_LEN[0] = length
+        if lib.srtp_protect_rtcp(self._srtp, outbox.pointer, _TX_LEN) != 0:
+            return False
+        sent = self._queue(outbox, length)
+        outbox.flush()
+        return sent
+
+    def _queue(self, outbox: Outbox, plain: int) -> bool:
+        destination = self._destination
+        if destination is not None:
+            outbox.queue(destination, _TX_LEN[0], self._owner, plain)
+            return True
         try:
-            self._sendto(_TX_VIEWS[_TX_LEN[0]], self._addr)
+            self._sendto(outbox.slot[: _TX_LEN[0]], self._addr)
         except OSError:
             return False
         return True
 
-    def send_rtcp(self, packet: bytes) -> bool:
-        """Protect and send one RTCP packet (uses :data:`TX_BUFFER`)."""
-        length = len(packet)
-        if length > _MAX_PACKET:
-            return False
-        TX_BUFFER[:length] = packet
-        _TX_LEN[0] = length
-        if lib.srtp_protect_rtcp(self._srtp, _TX, _TX_LEN) != 0:
-            return False
-        try:
-            self._sendto(_TX_VIEWS[_TX_LEN[0]], self._addr)
-        except OSError:
-            return False
-        return True
+
+def flush_output() -> None:
+    """Send what :class:`RtpOutput` queued (after each fan-out, and each batch of
+    retransmissions)."""
+    OUTBOX.flush()
 
 
 _srtp_protect = lib.srtp_protect

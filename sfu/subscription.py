@@ -2,8 +2,9 @@
 
 A subscription owns a sender slot (an aiortc transceiver whose sender never encodes) on one of
 the subscriber's transports: its own SSRC, a source track that can be switched, sequence /
-timestamp / VP8 PictureID rewriting and key-frame gating. Packets are written into the shared
-transmit buffer, rewritten in place and sent by :class:`~sfu.aiortc_seams.RtpOutput`.
+timestamp / VP8 PictureID rewriting and key-frame gating. Packets are written into the
+outbox's next slot, rewritten in place and protected and queued by
+:class:`~sfu.aiortc_seams.RtpOutput`; whoever forwards flushes the outbox afterwards.
 
 Of a simulcast source it forwards one layer: the smallest that fills the subscriber's tile
 (:meth:`Subscription.prefer_size`), or the one asked for (:meth:`Subscription.prefer_layer`),
@@ -19,6 +20,7 @@ import time
 from aiortc.rtp import RtcpReceiverInfo
 
 from . import aiortc_seams as seams, rtcp, vp8
+from .outbox import MAX_PACKET
 from .rewriter import SequenceRewriter
 from .rtp import HEADER, REWRITE
 from .simulcast import choose_layer
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
     from .track import Layer, PublishedTrack
 
-_MAX_LENGTH = len(seams.TX_BUFFER) - 256
 _WAITING = "waiting for a key frame"
 """Repeated (at the publisher's rate limit) until one comes: a browser drops requests that
 follow its last key frame too closely, and the subscriber would wait for the next natural one."""
@@ -222,7 +223,7 @@ class Subscription:
         }
         self._select_payload_type()
         if self._output is None:
-            self._output = seams.RtpOutput(dtls)
+            self._output = seams.RtpOutput(dtls, self)
             self._waiting = True
             layer = self._awaited()
             if layer is not None:
@@ -278,16 +279,22 @@ class Subscription:
 
     def _emit(self, packet: bytes, seq: int, ts: int, info: Vp8Info | None) -> None:
         length = len(packet)
-        if length > _MAX_LENGTH or self._output is None:
+        output = self._output
+        if length > MAX_PACKET or output is None:
             return
-        buf = seams.TX_BUFFER
+        buf = output.buffer()
         buf[:length] = packet
         REWRITE.pack_into(buf, 1, (packet[1] & 0x80) | self._payload_type, seq, ts, self.ssrc)
         if info is not None:
             self._picture_ids.rewrite(buf, info)
-        if self._output.send(length):
+        if output.send(length):
             self.packets_sent += 1
             self.octets_sent += length - 12
+
+    def unsent(self, length: int) -> None:
+        """The socket refused a packet counted as sent (a full buffer): it was lost."""
+        self.packets_sent -= 1
+        self.octets_sent -= length - 12
 
     # ------------------------------------------------------------------ RTCP (rtcp.FeedbackTarget)
 
@@ -312,6 +319,7 @@ class Subscription:
             info = vp8.parse(packet, 12 + 4 * (packet[0] & 0x0F)) if source.track.is_vp8 else None
             self._emit(packet, out_seq, (ts + self._rewriter.ts_offset) & 0xFFFFFFFF, info)
             self.retransmitted += 1
+        seams.flush_output()
 
     def on_receiver_report(self, report: RtcpReceiverInfo) -> None:
         self.fraction_lost = report.fraction_lost
