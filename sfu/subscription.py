@@ -76,6 +76,9 @@ class Subscription:
         self._packets_at_report = 0
         self._msid: tuple[str, str] | None = None
         self._output: seams.RtpOutput | None = None
+        self._source_description = b""
+        """The SDES sent with each SR (RFC 3550 compound packet), made at the first SR (aiortc
+        knows the CNAME once the sender runs)."""
         self._payload_types: dict[str, int] = {}
         self._payload_type = -1
         self._waiting = True
@@ -88,7 +91,7 @@ class Subscription:
         """Attach the sender slot this stream goes out on (its SSRC is announced in SDP)."""
         self.transceiver = transceiver
         self.ssrc = seams.sender_ssrc(transceiver.sender)
-        seams.suppress_sender_reports(transceiver.sender)
+        seams.park_rtcp(transceiver.sender)
         if self._msid is not None:
             seams.set_msid(transceiver.sender, *self._msid)
 
@@ -332,15 +335,18 @@ class Subscription:
         self._packets_at_report = self.packets_sent
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
-        """Translate the source's sender report into this stream's timeline."""
+        """Translate the source's sender report into this stream's timeline; the stream's
+        SDES goes in the same compound packet."""
         if self._output is None or self._waiting:
             return
-        self._output.send_rtcp(
-            rtcp.sender_report(
-                self.ssrc,
-                ntp_timestamp,
-                rtp_timestamp + self._rewriter.ts_offset,
-                self.packets_sent,
-                self.octets_sent,
-            )
+        report = rtcp.sender_report(
+            self.ssrc,
+            ntp_timestamp,
+            rtp_timestamp + self._rewriter.ts_offset,
+            self.packets_sent,
+            self.octets_sent,
         )
+        if not self._source_description and self.transceiver is not None:
+            cname = seams.sender_cname(self.transceiver.sender)
+            self._source_description = rtcp.source_description(self.ssrc, cname) if cname else b""
+        self._output.send_rtcp(report + self._source_description)
