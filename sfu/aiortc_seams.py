@@ -41,6 +41,7 @@ from aiortc.rtp import (
     RtcpPacket,
     RtcpPsfbPacket,
     RtpPacket,
+    is_rtcp,
     pack_remb_fci,
 )
 from pylibsrtp._binding import ffi, lib
@@ -139,6 +140,7 @@ async def self_test() -> None:
                 "_rtp_router",
                 "_rtp_header_extensions_map",
                 "_tx_srtp",
+                "_rx_srtp",
             ],
             "RTCDtlsTransport",
         )
@@ -406,6 +408,33 @@ def hook_transport(
 
     transport._handle_rtp_data = handle_rtp_data
     transport._handle_rtcp_data = handle_rtcp_data
+    _receive_rtp_directly(dtls, on_rtp)
+
+
+def _receive_rtp_directly(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> None:
+    """SRTP media arriving on a shared socket (:mod:`sfu.udp_mux`) is unprotected and handed
+    to ``on_rtp`` in the same call, instead of through aioice's queue and aiortc's receive
+    task (a queue entry, a future and several coroutine steps per packet). STUN, DTLS and
+    SRTCP keep aiortc's way; so does everything on a socket of the connection's own."""
+    transport = _private(dtls)
+    for protocol in transport.transport._connection._protocols:
+        shared = getattr(protocol, "transport", None)
+        if not isinstance(shared, MuxedTransport):
+            continue
+        queued = shared.on_data
+
+        def on_data(data: bytes, queued: Callable[[bytes], None] = queued) -> None:
+            srtp = transport._rx_srtp
+            if srtp is None or not 127 < data[0] < 192 or is_rtcp(data):
+                queued(data)
+                return
+            try:
+                plain = srtp.unprotect(data)
+            except pylibsrtp.Error:
+                return  # as aiortc: a replayed or forged packet
+            on_rtp(plain)
+
+        shared.on_data = on_data
 
 
 def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | None:
@@ -561,7 +590,7 @@ def sender_cname(sender: RTCRtpSender) -> str:
 
 
 class RtpOutput:
-    """Protect what was written into :data:`OUTBOX`'s slot with the transport's SRTP session,
+    """Protect what was written into ``OUTBOX.slot`` with the transport's SRTP session,
     and send it, without a task or a copy.
 
     On a plain UDP pair the datagram is queued in the outbox, which sends it with the others
@@ -584,43 +613,32 @@ class RtpOutput:
         self._destination = OUTBOX.destination(sock, self._addr)
         self._owner = owner
 
-    @staticmethod
-    def buffer() -> memoryview:
-        """Where the next packet is to be written (then :meth:`send`)."""
-        return OUTBOX.slot
-
-    def send(self, length: int) -> bool:
-        """Protect and send (or queue) the ``length`` bytes written into :meth:`buffer`."""
+    def send(self, length: int, rtcp: bool = False) -> bool:
+        """Protect and send (or queue) the ``length`` bytes written into ``OUTBOX.slot``."""
         outbox = OUTBOX
         _TX_LEN[0] = length
-        if _srtp_protect(self._srtp, outbox.pointer, _TX_LEN) != 0:
+        protect = _srtp_protect_rtcp if rtcp else _srtp_protect
+        if protect(self._srtp, outbox.pointer, _TX_LEN) != 0:
             return False
-        return self._queue(outbox, length)
-
-    def send_rtcp(self, packet: bytes) -> bool:
-        """Protect and send one RTCP packet at once."""
-        length = len(packet)
-        outbox = OUTBOX
-        if length > MAX_PACKET:
-            return False
-        outbox.slot[:length] = packet
-        _TX_LEN[0] = length
-        if lib.srtp_protect_rtcp(self._srtp, outbox.pointer, _TX_LEN) != 0:
-            return False
-        sent = self._queue(outbox, length)
-        outbox.flush()
-        return sent
-
-    def _queue(self, outbox: Outbox, plain: int) -> bool:
         destination = self._destination
         if destination is not None:
-            outbox.queue(destination, _TX_LEN[0], self._owner, plain)
+            outbox.queue(destination, _TX_LEN[0], self._owner, length)
             return True
         try:
             self._sendto(outbox.slot[: _TX_LEN[0]], self._addr)
         except OSError:
             return False
         return True
+
+    def send_rtcp(self, packet: bytes) -> bool:
+        """Protect and send one RTCP packet at once."""
+        length = len(packet)
+        if length > MAX_PACKET:
+            return False
+        OUTBOX.slot[:length] = packet
+        sent = self.send(length, rtcp=True)
+        OUTBOX.flush()
+        return sent
 
 
 def flush_output() -> None:
@@ -630,3 +648,4 @@ def flush_output() -> None:
 
 
 _srtp_protect = lib.srtp_protect
+_srtp_protect_rtcp = lib.srtp_protect_rtcp

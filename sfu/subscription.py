@@ -20,6 +20,7 @@ import time
 from aiortc.rtp import RtcpReceiverInfo
 
 from . import aiortc_seams as seams, rtcp, vp8
+from .aiortc_seams import OUTBOX
 from .outbox import MAX_PACKET
 from .rewriter import SequenceRewriter
 from .rtp import HEADER, REWRITE
@@ -285,7 +286,7 @@ class Subscription:
         output = self._output
         if length > MAX_PACKET or output is None:
             return
-        buf = output.buffer()
+        buf = OUTBOX.slot
         buf[:length] = packet
         REWRITE.pack_into(buf, 1, (packet[1] & 0x80) | self._payload_type, seq, ts, self.ssrc)
         if info is not None:

@@ -14,6 +14,7 @@ from packets import rtp, vp8_payload
 import pytest
 
 from sfu import Subscription, TrackInfo, TrackKind, vp8
+from sfu.aiortc_seams import OUTBOX
 from sfu.rtp import HEADER, MalformedPacket, extension_value
 from sfu.simulcast import SimulcastOffer, choose_layer, complete_answer, parse_offer
 from sfu.track import LAYER_TIMEOUT, Layer, PublishedTrack
@@ -128,13 +129,9 @@ class Output:
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
-        self._buffer = memoryview(bytearray(2048))
-
-    def buffer(self) -> memoryview:
-        return self._buffer
 
     def send(self, length: int) -> bool:
-        self.sent.append(bytes(self._buffer[:length]))
+        self.sent.append(bytes(OUTBOX.slot[:length]))
         return True
 
 
