@@ -4,10 +4,10 @@ With one shared UDP socket (:mod:`sfu.udp_mux`), the copies of one inbound packe
 subscriber leave through the same socket: one system call for up to :data:`CAPACITY` of them
 instead of one ``sendto`` each (the call, its argument parsing and address conversion, and the
 kernel's entry and exit are paid once). Packets are written and protected in place in the
-outbox's slots, so queueing one costs three stores.
+outbox's slots, so queueing one costs a few stores.
 
 Where ``sendmmsg`` is missing (not Linux) or a datagram has no raw socket to go to (a TURN
-relay), :meth:`Destination` is None and the caller sends at once instead.
+relay), :meth:`Outbox.destination` gives None and the caller sends at once instead.
 """
 
 from __future__ import annotations
@@ -45,7 +45,9 @@ _MSG_DONTWAIT = 0x40
 _WORD = _ffi.sizeof("uintptr_t")
 _MSG_WORDS = _ffi.sizeof("struct mmsghdr") // _WORD
 _NAME_WORD = _ffi.offsetof("struct mmsghdr", "msg_hdr", "msg_name") // _WORD
-_NAMELEN_WORD = _ffi.offsetof("struct mmsghdr", "msg_hdr", "msg_namelen") // _WORD
+_SOCKADDR_SIZE = 28
+"""Every address is stored in this many bytes (a ``sockaddr_in6``; a ``sockaddr_in`` padded),
+so that one ``msg_namelen``, set once, fits both (the kernel checks only that it is enough)."""
 _IOV_WORDS = _ffi.sizeof("struct iovec") // _WORD
 _IOV_LEN_WORD = _ffi.offsetof("struct iovec", "iov_len") // _WORD
 
@@ -66,7 +68,7 @@ class Owner(Protocol):
 class Destination:
     """Where datagrams go: a socket's descriptor and a remote address in ``sockaddr`` form."""
 
-    __slots__ = ("_sockaddr", "address", "fd", "length")
+    __slots__ = ("_sockaddr", "address", "fd")
 
     def __init__(self, sock: socket.socket, host: str, port: int) -> None:
         if sock.family == socket.AF_INET6:
@@ -77,9 +79,8 @@ class Destination:
             raw = struct.pack("=H", socket.AF_INET) + struct.pack(
                 "!H4s8x", port, socket.inet_pton(socket.AF_INET, host)
             )
-        self._sockaddr = _ffi.new("char[]", raw)
+        self._sockaddr = _ffi.new("char[]", raw.ljust(_SOCKADDR_SIZE, b"\0"))
         self.address = int(_ffi.cast("uintptr_t", self._sockaddr))
-        self.length = len(raw)
         self.fd = sock.fileno()
 
 
@@ -106,6 +107,7 @@ class Outbox:
             self._iovecs[i].iov_base = self._pointers[i]
             self._messages[i].msg_hdr.msg_iov = self._iovecs + i
             self._messages[i].msg_hdr.msg_iovlen = 1
+            self._messages[i].msg_hdr.msg_namelen = _SOCKADDR_SIZE
         self._owners: list[Owner | None] = [None] * capacity
         self._no_owners: list[Owner | None] = [None] * capacity
         self._plain = [0] * capacity
@@ -143,10 +145,7 @@ class Outbox:
                 self._send(self._start, index)
                 self._start = index
             self._fd = destination.fd
-        base = index * _MSG_WORDS
-        words = self._message_words
-        words[base + _NAME_WORD] = destination.address
-        words[base + _NAMELEN_WORD] = destination.length
+        self._message_words[index * _MSG_WORDS + _NAME_WORD] = destination.address
         self._iovec_words[index * _IOV_WORDS + _IOV_LEN_WORD] = length
         self._owners[index] = owner
         self._plain[index] = plain
