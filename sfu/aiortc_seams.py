@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Awaitable, Callable, Iterable
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -39,8 +40,8 @@ from aiortc.rtp import (
     AnyRtcpPacket,
     RtcpPacket,
     RtcpPsfbPacket,
-    RtcpSrPacket,
     RtpPacket,
+    is_rtcp,
     pack_remb_fci,
 )
 from pylibsrtp._binding import ffi, lib
@@ -51,6 +52,7 @@ import aiortc
 import pylibsrtp
 
 from .config import MediaSettings
+from .outbox import MAX_PACKET, Outbox, Owner
 from .udp_mux import MuxedTransport, UdpMux
 
 logger = logging.getLogger(__name__)
@@ -58,13 +60,10 @@ logger = logging.getLogger(__name__)
 TESTED_AIORTC = ((1, 14), (1, 17))
 """Half-open range of aiortc minor versions the seams are known to work with."""
 
-_MAX_PACKET = 1500
-_TX = ffi.new("unsigned char[]", _MAX_PACKET + 256)
-TX_BUFFER: memoryview = memoryview(ffi.buffer(_TX))
-"""The one buffer outgoing RTP is written into before :meth:`RtpOutput.send` (single thread)."""
+OUTBOX = Outbox()
+"""The slots outgoing RTP and RTCP are written into, protected in and sent from (single
+thread: the event loop's)."""
 _TX_LEN = ffi.new("int *")
-_TX_VIEWS = [TX_BUFFER[:length] for length in range(len(TX_BUFFER) + 1)]
-"""``TX_BUFFER[:n]`` made once for every n: no new memoryview per packet sent."""
 
 
 class SeamError(RuntimeError):
@@ -107,7 +106,19 @@ async def self_test() -> None:
         _require(
             transceiver, ["_codecs", "_headerExtensions", "_offerDirection"], "RTCRtpTransceiver"
         )
-        _require(sender, ["_ssrc", "_stream_id", "_track_id", "_send_rtcp"], "RTCRtpSender")
+        _require(
+            sender,
+            [
+                "_ssrc",
+                "_stream_id",
+                "_track_id",
+                "_run_rtcp",
+                "_RTCRtpSender__rtcp_started",
+                "_RTCRtpSender__rtcp_exited",
+                "_RTCRtpSender__cname",
+            ],
+            "RTCRtpSender",
+        )
         _require(
             receiver,
             [
@@ -129,6 +140,7 @@ async def self_test() -> None:
                 "_rtp_router",
                 "_rtp_header_extensions_map",
                 "_tx_srtp",
+                "_rx_srtp",
             ],
             "RTCDtlsTransport",
         )
@@ -162,7 +174,6 @@ async def self_test() -> None:
         )
         _require_params(dtls._handle_rtp_data, ["data", "arrival_time_ms"], "_handle_rtp_data")
         _require_params(dtls._handle_rtcp_data, ["data"], "_handle_rtcp_data")
-        _require_params(sender._send_rtcp, ["packets"], "RTCRtpSender._send_rtcp")
         _require_params(receiver._send_rtcp_nack, ["media_ssrc", "lost"], "_send_rtcp_nack")
         _require_params(
             connection.get_component_candidates,
@@ -397,6 +408,33 @@ def hook_transport(
 
     transport._handle_rtp_data = handle_rtp_data
     transport._handle_rtcp_data = handle_rtcp_data
+    _receive_rtp_directly(dtls, on_rtp)
+
+
+def _receive_rtp_directly(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None]) -> None:
+    """SRTP media arriving on a shared socket (:mod:`sfu.udp_mux`) is unprotected and handed
+    to ``on_rtp`` in the same call, instead of through aioice's queue and aiortc's receive
+    task (a queue entry, a future and several coroutine steps per packet). STUN, DTLS and
+    SRTCP keep aiortc's way; so does everything on a socket of the connection's own."""
+    transport = _private(dtls)
+    for protocol in transport.transport._connection._protocols:
+        shared = getattr(protocol, "transport", None)
+        if not isinstance(shared, MuxedTransport):
+            continue
+        queued = shared.on_data
+
+        def on_data(data: bytes, queued: Callable[[bytes], None] = queued) -> None:
+            srtp = transport._rx_srtp
+            if srtp is None or not 127 < data[0] < 192 or is_rtcp(data):
+                queued(data)
+                return
+            try:
+                plain = srtp.unprotect(data)
+            except pylibsrtp.Error:
+                return  # as aiortc: a replayed or forged packet
+            on_rtp(plain)
+
+        shared.on_data = on_data
 
 
 def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | None:
@@ -529,32 +567,42 @@ def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
     private._track_id = track_id
 
 
-def suppress_sender_reports(sender: RTCRtpSender) -> None:
-    """Drop the SRs aiortc sends for a sender it does not feed (zero counts, wrong clock):
-    the SFU sends SRs translated from the publisher's instead. SDES and BYE still go out."""
+def park_rtcp(sender: RTCRtpSender) -> None:
+    """Keep aiortc's RTCP loop of a sender slot the SFU feeds from running (call before the
+    slot is negotiated). Every second it built an SR of packets it never sent (dropped), an
+    SDES, and a task to send them: 7-9 % of the event loop with 400 slots. The SFU sends each
+    stream's SR, translated from the publisher's, with the SDES in the same compound packet
+    instead (:meth:`~sfu.subscription.Subscription.on_sender_report`)."""
     private = _private(sender)
-    original = private._send_rtcp
 
-    async def send_rtcp(packets: list[AnyRtcpPacket]) -> None:
-        kept = [packet for packet in packets if not isinstance(packet, RtcpSrPacket)]
-        if kept:
-            await original(kept)
+    async def run_rtcp() -> None:
+        private._RTCRtpSender__rtcp_started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.get_running_loop().create_future()
+        private._RTCRtpSender__rtcp_exited.set()
 
-    private._send_rtcp = send_rtcp
+    private._run_rtcp = run_rtcp
+
+
+def sender_cname(sender: RTCRtpSender) -> str:
+    """The CNAME a negotiated sender announces in SDP (aiortc's, one per connection)."""
+    return str(_private(sender)._RTCRtpSender__cname or "")
 
 
 class RtpOutput:
-    """Protect :data:`TX_BUFFER` with the transport's SRTP session and send it, synchronously.
+    """Protect what was written into ``OUTBOX.slot`` with the transport's SRTP session,
+    and send it, without a task or a copy.
 
-    On a plain UDP pair the datagram goes straight to the socket; a full socket buffer drops
-    the packet, as SFUs do, instead of queueing. Relayed (TURN) pairs go through aioice.
-    RTCP the SFU writes itself (translated sender reports) takes the same way, instead of a
-    task per packet through aiortc's send coroutines.
+    On a plain UDP pair the datagram is queued in the outbox, which sends it with the others
+    of the same fan-out in one ``sendmmsg`` (:mod:`sfu.outbox`; the forwarding path flushes
+    it); a full socket buffer drops it, as SFUs do, instead of queueing. Relayed (TURN) pairs,
+    and systems without ``sendmmsg``, send each datagram at once. RTCP the SFU writes itself
+    (translated sender reports) takes the same way.
     """
 
-    __slots__ = ("_addr", "_sendto", "_srtp")
+    __slots__ = ("_addr", "_destination", "_owner", "_sendto", "_srtp")
 
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
+    def __init__(self, dtls: RTCDtlsTransport, owner: Owner) -> None:
         private = _private(dtls)
         self._srtp = private._tx_srtp._srtp[0]
         pair = private.transport._connection._nominated[1]
@@ -562,31 +610,42 @@ class RtpOutput:
         transport = pair.protocol.transport
         sock = getattr(transport, "_sock", None)
         self._sendto = sock.sendto if sock is not None else transport.sendto
+        self._destination = OUTBOX.destination(sock, self._addr)
+        self._owner = owner
 
-    def send(self, length: int) -> bool:
+    def send(self, length: int, rtcp: bool = False) -> bool:
+        """Protect and send (or queue) the ``length`` bytes written into ``OUTBOX.slot``."""
+        outbox = OUTBOX
         _TX_LEN[0] = length
-        if _srtp_protect(self._srtp, _TX, _TX_LEN) != 0:
+        protect = _srtp_protect_rtcp if rtcp else _srtp_protect
+        if protect(self._srtp, outbox.pointer, _TX_LEN) != 0:
             return False
+        destination = self._destination
+        if destination is not None:
+            outbox.queue(destination, _TX_LEN[0], self._owner, length)
+            return True
         try:
-            self._sendto(_TX_VIEWS[_TX_LEN[0]], self._addr)
+            self._sendto(outbox.slot[: _TX_LEN[0]], self._addr)
         except OSError:
             return False
         return True
 
     def send_rtcp(self, packet: bytes) -> bool:
-        """Protect and send one RTCP packet (uses :data:`TX_BUFFER`)."""
+        """Protect and send one RTCP packet at once."""
         length = len(packet)
-        if length > _MAX_PACKET:
+        if length > MAX_PACKET:
             return False
-        TX_BUFFER[:length] = packet
-        _TX_LEN[0] = length
-        if lib.srtp_protect_rtcp(self._srtp, _TX, _TX_LEN) != 0:
-            return False
-        try:
-            self._sendto(_TX_VIEWS[_TX_LEN[0]], self._addr)
-        except OSError:
-            return False
-        return True
+        OUTBOX.slot[:length] = packet
+        sent = self.send(length, rtcp=True)
+        OUTBOX.flush()
+        return sent
+
+
+def flush_output() -> None:
+    """Send what :class:`RtpOutput` queued (after each fan-out, and each batch of
+    retransmissions)."""
+    OUTBOX.flush()
 
 
 _srtp_protect = lib.srtp_protect
+_srtp_protect_rtcp = lib.srtp_protect_rtcp

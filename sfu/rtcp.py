@@ -22,7 +22,9 @@ from aiortc.rtp import (
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
     RtcpSenderInfo,
+    RtcpSourceInfo,
     RtcpSrPacket,
     unpack_remb_fci,
 )
@@ -83,6 +85,11 @@ def dispatch(
                 return None
             return bitrate
     return None
+
+
+def source_description(ssrc: int, cname: str) -> bytes:
+    """The SDES packet naming one outgoing stream's CNAME (sent after each of its SRs)."""
+    return bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(1, cname.encode())])]))
 
 
 def sender_report(

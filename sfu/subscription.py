@@ -2,8 +2,9 @@
 
 A subscription owns a sender slot (an aiortc transceiver whose sender never encodes) on one of
 the subscriber's transports: its own SSRC, a source track that can be switched, sequence /
-timestamp / VP8 PictureID rewriting and key-frame gating. Packets are written into the shared
-transmit buffer, rewritten in place and sent by :class:`~sfu.aiortc_seams.RtpOutput`.
+timestamp / VP8 PictureID rewriting and key-frame gating. Packets are written into the
+outbox's next slot, rewritten in place and protected and queued by
+:class:`~sfu.aiortc_seams.RtpOutput`; whoever forwards flushes the outbox afterwards.
 
 Of a simulcast source it forwards one layer: the smallest that fills the subscriber's tile
 (:meth:`Subscription.prefer_size`), or the one asked for (:meth:`Subscription.prefer_layer`),
@@ -19,6 +20,8 @@ import time
 from aiortc.rtp import RtcpReceiverInfo
 
 from . import aiortc_seams as seams, rtcp, vp8
+from .aiortc_seams import OUTBOX
+from .outbox import MAX_PACKET
 from .rewriter import SequenceRewriter
 from .rtp import HEADER, REWRITE
 from .simulcast import choose_layer
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
 
     from .track import Layer, PublishedTrack
 
-_MAX_LENGTH = len(seams.TX_BUFFER) - 256
 _WAITING = "waiting for a key frame"
 """Repeated (at the publisher's rate limit) until one comes: a browser drops requests that
 follow its last key frame too closely, and the subscriber would wait for the next natural one."""
@@ -75,6 +77,9 @@ class Subscription:
         self._packets_at_report = 0
         self._msid: tuple[str, str] | None = None
         self._output: seams.RtpOutput | None = None
+        self._source_description = b""
+        """The SDES sent with each SR (RFC 3550 compound packet), made at the first SR (aiortc
+        knows the CNAME once the sender runs)."""
         self._payload_types: dict[str, int] = {}
         self._payload_type = -1
         self._waiting = True
@@ -87,7 +92,7 @@ class Subscription:
         """Attach the sender slot this stream goes out on (its SSRC is announced in SDP)."""
         self.transceiver = transceiver
         self.ssrc = seams.sender_ssrc(transceiver.sender)
-        seams.suppress_sender_reports(transceiver.sender)
+        seams.park_rtcp(transceiver.sender)
         if self._msid is not None:
             seams.set_msid(transceiver.sender, *self._msid)
 
@@ -222,7 +227,7 @@ class Subscription:
         }
         self._select_payload_type()
         if self._output is None:
-            self._output = seams.RtpOutput(dtls)
+            self._output = seams.RtpOutput(dtls, self)
             self._waiting = True
             layer = self._awaited()
             if layer is not None:
@@ -278,16 +283,22 @@ class Subscription:
 
     def _emit(self, packet: bytes, seq: int, ts: int, info: Vp8Info | None) -> None:
         length = len(packet)
-        if length > _MAX_LENGTH or self._output is None:
+        output = self._output
+        if length > MAX_PACKET or output is None:
             return
-        buf = seams.TX_BUFFER
+        buf = OUTBOX.slot
         buf[:length] = packet
         REWRITE.pack_into(buf, 1, (packet[1] & 0x80) | self._payload_type, seq, ts, self.ssrc)
         if info is not None:
             self._picture_ids.rewrite(buf, info)
-        if self._output.send(length):
+        if output.send(length):
             self.packets_sent += 1
             self.octets_sent += length - 12
+
+    def unsent(self, length: int) -> None:
+        """The socket refused a packet counted as sent (a full buffer): it was lost."""
+        self.packets_sent -= 1
+        self.octets_sent -= length - 12
 
     # ------------------------------------------------------------------ RTCP (rtcp.FeedbackTarget)
 
@@ -312,6 +323,7 @@ class Subscription:
             info = vp8.parse(packet, 12 + 4 * (packet[0] & 0x0F)) if source.track.is_vp8 else None
             self._emit(packet, out_seq, (ts + self._rewriter.ts_offset) & 0xFFFFFFFF, info)
             self.retransmitted += 1
+        seams.flush_output()
 
     def on_receiver_report(self, report: RtcpReceiverInfo) -> None:
         self.fraction_lost = report.fraction_lost
@@ -324,15 +336,18 @@ class Subscription:
         self._packets_at_report = self.packets_sent
 
     def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
-        """Translate the source's sender report into this stream's timeline."""
+        """Translate the source's sender report into this stream's timeline; the stream's
+        SDES goes in the same compound packet."""
         if self._output is None or self._waiting:
             return
-        self._output.send_rtcp(
-            rtcp.sender_report(
-                self.ssrc,
-                ntp_timestamp,
-                rtp_timestamp + self._rewriter.ts_offset,
-                self.packets_sent,
-                self.octets_sent,
-            )
+        report = rtcp.sender_report(
+            self.ssrc,
+            ntp_timestamp,
+            rtp_timestamp + self._rewriter.ts_offset,
+            self.packets_sent,
+            self.octets_sent,
         )
+        if not self._source_description and self.transceiver is not None:
+            cname = seams.sender_cname(self.transceiver.sender)
+            self._source_description = rtcp.source_description(self.ssrc, cname) if cname else b""
+        self._output.send_rtcp(report + self._source_description)

@@ -113,8 +113,11 @@ class Layer:
             keyframe = True
         if track.rids and now >= track.next_check:
             track.layers_changed(now)
-        for subscription in self.subscriptions:
-            subscription.forward(packet, seq, ts, keyframe, info, now, self)
+        try:
+            for subscription in self.subscriptions:
+                subscription.forward(packet, seq, ts, keyframe, info, now, self)
+        finally:
+            seams.flush_output()
 
     def _bind(self, ssrc: int) -> None:
         track = self.track

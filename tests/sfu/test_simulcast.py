@@ -13,7 +13,8 @@ from aiortc import RTCPeerConnection
 from packets import rtp, vp8_payload
 import pytest
 
-from sfu import Subscription, TrackInfo, TrackKind, aiortc_seams as seams, vp8
+from sfu import Subscription, TrackInfo, TrackKind, vp8
+from sfu.aiortc_seams import OUTBOX
 from sfu.rtp import HEADER, MalformedPacket, extension_value
 from sfu.simulcast import SimulcastOffer, choose_layer, complete_answer, parse_offer
 from sfu.track import LAYER_TIMEOUT, Layer, PublishedTrack
@@ -130,7 +131,7 @@ class Output:
         self.sent: list[bytes] = []
 
     def send(self, length: int) -> bool:
-        self.sent.append(bytes(seams.TX_BUFFER[:length]))
+        self.sent.append(bytes(OUTBOX.slot[:length]))
         return True
 
 

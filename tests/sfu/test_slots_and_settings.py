@@ -7,7 +7,7 @@ import contextlib
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RtcpPacket, RtcpSdesPacket, RtcpSrPacket
 from sfu_peers import MarkedVideo, Room, ToneAudio, config, wait_for
 import pytest
 
@@ -36,24 +36,39 @@ async def test_speaker_slot_switches_source_continuously(room: Room) -> None:
 
 
 async def test_subscribers_get_translated_sender_reports(room: Room) -> None:
+    """Each SR comes with the stream's SDES in one compound packet; aiortc's own per-slot
+    RTCP (its untranslated SRs, SDES on their own) is silent."""
     alice, bob = room.add("alice"), room.add("bob")
     await alice.publish(luma=40, amplitude=0.1)
     await wait_for(lambda: bool(bob.sub_pc.getTransceivers()))
-    reports: list[RtcpSrPacket] = []
+    compounds: list[list[Any]] = []
     dtls: Any = bob.sub_pc.getTransceivers()[0].receiver.transport
     original = dtls._handle_rtcp_data
 
     async def handle_rtcp_data(data: bytes) -> None:
-        from aiortc.rtp import RtcpPacket
-
-        reports.extend(p for p in RtcpPacket.parse(data) if isinstance(p, RtcpSrPacket))
+        compounds.append(RtcpPacket.parse(data))
         await original(data)
 
     dtls._handle_rtcp_data = handle_rtcp_data
     ssrcs = {s.ssrc for s in bob.participant.subscriptions}
-    await wait_for(lambda: {r.ssrc for r in reports if r.sender_info.packet_count} == ssrcs)
-    assert all(r.ssrc in ssrcs for r in reports)  # none of aiortc's own, untranslated SRs
-    assert all(r.sender_info.ntp_timestamp for r in reports)
+
+    def reports() -> list[RtcpSrPacket]:
+        return [p for c in compounds for p in c if isinstance(p, RtcpSrPacket)]
+
+    await wait_for(lambda: {r.ssrc for r in reports() if r.sender_info.packet_count} == ssrcs)
+    assert all(r.ssrc in ssrcs for r in reports())  # none of aiortc's own, untranslated SRs
+    assert all(r.sender_info.ntp_timestamp for r in reports())
+    cname = bob.sub_pc.remoteDescription.sdp.split(" cname:")[1].split()[0]
+    for compound in compounds:
+        sdes = [p for p in compound if isinstance(p, RtcpSdesPacket)]
+        if not any(isinstance(p, RtcpSrPacket) for p in compound):
+            assert not sdes  # SDES only with an SR: no per-slot timer of aiortc's
+            continue
+        report, description = compound
+        assert isinstance(description, RtcpSdesPacket)
+        assert [(c.ssrc, c.items) for c in description.chunks] == [
+            (report.ssrc, [(1, cname.encode())])
+        ]
 
 
 async def test_single_transport_uses_client_offered_slots(room: Room) -> None:

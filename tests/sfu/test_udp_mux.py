@@ -3,6 +3,7 @@ disturb or steal, and tables that empty when participants leave."""
 
 from __future__ import annotations
 
+from typing import Any
 from collections.abc import AsyncIterator
 from dataclasses import replace
 import asyncio
@@ -99,6 +100,20 @@ async def test_six_participants_one_socket_and_tables_empty_after(
     assert shared.routes[0] == len(live) <= 6
     await mux_room.close()
     await wait_for(lambda: shared.routes == (0, 0, 0))
+
+
+async def test_media_on_the_shared_socket_skips_aiortcs_receive_queue(mux_room: Room) -> None:
+    """Publishers' SRTP is unprotected and forwarded as it is read: aiortc's receive task
+    sees only DTLS and SRTCP."""
+    alice, bob = mux_room.add("alice"), mux_room.add("bob")
+    await alice.publish(amplitude=0.1)
+    await wait_for(lambda: bob.audio_from("alice").audio_frames >= 50)
+    track = mux_room.conference.published_track("alice-audio")
+    assert track is not None
+    dtls: Any = alice.publisher.pc.getTransceivers()[0].receiver.transport
+    through_aiortc = dtls._RTCDtlsTransport__rx_packets
+    assert track.packets_received >= 50
+    assert through_aiortc < track.packets_received / 2
 
 
 async def test_garbage_and_unknown_fragments_disturb_nobody(mux_sfu: SFU, mux_room: Room) -> None:
