@@ -127,6 +127,9 @@ async def self_test() -> None:
                 "_RTCRtpReceiver__remote_streams",
                 "_RTCRtpReceiver__rtx_ssrc",
                 "_RTCRtpReceiver__rtcp_ssrc",
+                "_RTCRtpReceiver__jitter_buffer",
+                "_RTCRtpReceiver__nack_generator",
+                "_RTCRtpReceiver__remote_bitrate_estimator",
                 "_send_rtcp",
             ],
             "RTCRtpReceiver",
@@ -435,6 +438,16 @@ def _receive_rtp_directly(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None
             on_rtp(plain)
 
         shared.on_data = on_data
+
+
+def lighten_receiver(receiver: RTCRtpReceiver) -> None:
+    """Free what an aiortc receiver keeps for decoding: its jitter buffer, NACK generator and
+    bitrate estimator (~100 KB for video). The SFU's receivers never see RTP
+    (:func:`hook_transport` takes it before them)."""
+    private = _private(receiver)
+    private._RTCRtpReceiver__jitter_buffer = None
+    private._RTCRtpReceiver__nack_generator = None
+    private._RTCRtpReceiver__remote_bitrate_estimator = None
 
 
 def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | None:
