@@ -405,9 +405,13 @@ def hook_transport(
             return
         for packet in packets:
             on_rtcp(packet)
-            # aiortc keeps its RR/SR bookkeeping (RTT, LSR) for its own senders and receivers.
+            # aiortc's receivers note the publishers' SRs, for the LSR/DLSR of their RRs (the
+            # publisher's RTT). Its senders would only keep statistics nobody reads (a stats
+            # object per subscriber's RR), answer NACKs from an empty history and flag key
+            # frames for an encoder they do not have: the SFU handles all of it (on_rtcp).
             for recipient in transport._rtp_router.route_rtcp(packet):
-                await recipient._handle_rtcp_packet(packet)
+                if isinstance(recipient, RTCRtpReceiver):
+                    await recipient._handle_rtcp_packet(packet)
 
     transport._handle_rtp_data = handle_rtp_data
     transport._handle_rtcp_data = handle_rtcp_data
