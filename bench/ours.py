@@ -41,7 +41,17 @@ class BridgeServer:
         self.synapse = Synapse(self.workdir / "synapse")
         self.bridge = BridgeProcess(self.workdir / "bridge", self.synapse.base_url, SERVER_NAME)
         self.bridge.configure({SERVER_NAME: "user"})
-        edit_config(self.bridge.config_path, {"focus.rooms_without_bot": "bridge_permissions"})
+        edit_config(
+            self.bridge.config_path,
+            {
+                "focus.rooms_without_bot": "bridge_permissions",
+                # Every load-generator client connects from 127.0.0.1, to one room's call.
+                "focus.limits.max_connections": 10000,
+                "focus.limits.max_connections_per_ip": 10000,
+                "media.limits.participants_per_room": 1000,
+                "media.limits.connecting": 1000,
+            },
+        )
         self.bridge.use_database(f"sqlite:{self.workdir / 'bridge.db'}")
         self.synapse.start(appservice_files=[self.bridge.registration_path])
         pin(self.synapse.pid, load_cpu)

@@ -29,6 +29,7 @@ import functools
 import inspect
 import logging
 import random
+import weakref
 
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
@@ -127,6 +128,9 @@ async def self_test() -> None:
                 "_RTCRtpReceiver__remote_streams",
                 "_RTCRtpReceiver__rtx_ssrc",
                 "_RTCRtpReceiver__rtcp_ssrc",
+                "_RTCRtpReceiver__jitter_buffer",
+                "_RTCRtpReceiver__nack_generator",
+                "_RTCRtpReceiver__remote_bitrate_estimator",
                 "_send_rtcp",
             ],
             "RTCRtpReceiver",
@@ -402,9 +406,14 @@ def hook_transport(
             return
         for packet in packets:
             on_rtcp(packet)
-            # aiortc keeps its RR/SR bookkeeping (RTT, LSR) for its own senders and receivers.
+            # aiortc's receivers note the publishers' SRs, for the LSR/DLSR of their RRs (the
+            # publisher's RTT), and the senders of local tracks (the mixer's) are aiortc's own.
+            # The sender slots the SFU feeds would only keep statistics nobody reads (a stats
+            # object per subscriber's RR), answer NACKs from an empty history and flag key
+            # frames for an encoder they do not have: the SFU handles all of it (on_rtcp).
             for recipient in transport._rtp_router.route_rtcp(packet):
-                await recipient._handle_rtcp_packet(packet)
+                if recipient not in _PARKED:
+                    await recipient._handle_rtcp_packet(packet)
 
     transport._handle_rtp_data = handle_rtp_data
     transport._handle_rtcp_data = handle_rtcp_data
@@ -435,6 +444,16 @@ def _receive_rtp_directly(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None
             on_rtp(plain)
 
         shared.on_data = on_data
+
+
+def lighten_receiver(receiver: RTCRtpReceiver) -> None:
+    """Free what an aiortc receiver keeps for decoding: its jitter buffer, NACK generator and
+    bitrate estimator (~100 KB for video). The SFU's receivers never see RTP
+    (:func:`hook_transport` takes it before them)."""
+    private = _private(receiver)
+    private._RTCRtpReceiver__jitter_buffer = None
+    private._RTCRtpReceiver__nack_generator = None
+    private._RTCRtpReceiver__remote_bitrate_estimator = None
 
 
 def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | None:
@@ -567,6 +586,10 @@ def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
     private._track_id = track_id
 
 
+_PARKED: weakref.WeakSet[RTCRtpSender] = weakref.WeakSet()
+"""The sender slots the SFU feeds (:func:`park_rtcp`)."""
+
+
 def park_rtcp(sender: RTCRtpSender) -> None:
     """Keep aiortc's RTCP loop of a sender slot the SFU feeds from running (call before the
     slot is negotiated). Every second it built an SR of packets it never sent (dropped), an
@@ -574,6 +597,7 @@ def park_rtcp(sender: RTCRtpSender) -> None:
     stream's SR, translated from the publisher's, with the SDES in the same compound packet
     instead (:meth:`~sfu.subscription.Subscription.on_sender_report`)."""
     private = _private(sender)
+    _PARKED.add(sender)
 
     async def run_rtcp() -> None:
         private._RTCRtpSender__rtcp_started.set()

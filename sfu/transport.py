@@ -357,6 +357,7 @@ class Transport:
         self._await_connection()
         for transceiver in self.pc.getTransceivers():
             self._hook(transceiver.receiver.transport)
+            seams.lighten_receiver(transceiver.receiver)
         for transceiver in self.pc.getTransceivers():
             receiving = transceiver.currentDirection in _RECEIVING
             track = self._published.get(transceiver)

@@ -144,3 +144,21 @@ async def test_self_test_fails_loudly_when_a_seam_is_gone(
     monkeypatch.delattr(RTCDtlsTransport, "_handle_rtcp_data")
     with pytest.raises(aiortc_seams.SeamError, match="_handle_rtcp_data"):
         await aiortc_seams.self_test()
+
+
+async def test_sfu_receivers_keep_no_decoding_state(room: Room) -> None:
+    """aiortc's jitter buffers and bitrate estimators (~100 KB a video receiver) are freed:
+    the SFU's receivers never see RTP."""
+    alice, bob = room.add("alice"), room.add("bob")
+    await alice.publish(luma=40, amplitude=0.1)
+    await wait_for(lambda: bob.audio_from("alice").audio_frames >= 5)
+    receivers: list[Any] = [
+        transceiver.receiver
+        for peer in (alice, bob)
+        for transport in (peer.publisher, peer.subscriber)
+        for transceiver in transport.pc.getTransceivers()
+    ]
+    assert len(receivers) >= 4
+    for receiver in receivers:
+        assert receiver._RTCRtpReceiver__jitter_buffer is None
+        assert receiver._RTCRtpReceiver__remote_bitrate_estimator is None
