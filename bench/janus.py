@@ -201,8 +201,16 @@ class JanusDriver:
         feeds = [feed for feed in self._rooms[meeting] if feed != peer.handle]
         if not feeds:
             return peer
+        await self.subscribe(meeting, feeds, peer.new_sub_pc(2 * len(feeds)))
+        return peer
+
+    async def subscribe(
+        self, meeting: int, feeds: list[int], pc: RTCPeerConnection
+    ) -> tuple[int, dict[str, Any]]:
+        """A subscriber handle receiving ``feeds`` on ``pc``: its id, and the join's answer
+        (with the subscriber's ``streams``)."""
         handle = await self._attach()
-        _, jsep = await self._message(
+        data, jsep = await self._message(
             handle,
             {
                 "request": "join",
@@ -211,8 +219,7 @@ class JanusDriver:
                 "streams": [{"feed": feed} for feed in feeds],
             },
         )
-        assert jsep is not None
-        pc = peer.new_sub_pc(2 * len(feeds))
+        assert jsep is not None, data
         await pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         await self._message(
@@ -220,7 +227,7 @@ class JanusDriver:
             {"request": "start"},
             {"type": "answer", "sdp": pc.localDescription.sdp, "trickle": False},
         )
-        return peer
+        return handle, data
 
     @staticmethod
     def _room(meeting: int) -> int:

@@ -11,8 +11,12 @@ than freezing everyone's video with a link that cannot carry it all.
 Hysteresis: a stream steps down at once when the current estimate no longer covers it, but
 steps up (or resumes) only as far as the *lowest* estimate of the last ``up_hold`` seconds
 covers, so a rise must hold before it is spent and one dip restarts the wait; the estimate's
-noise does not make layers flap. Changes of demand under a steady estimate (a tile enlarged or
-shown again, a new active speaker) take effect at once, since the headroom has held all along.
+noise does not make layers flap. A step up that the downlink cannot carry (a step down follows
+within ``up_hold``) doubles that wait, up to ``max_hold``, and one that lasts restores it: a
+link that keeps failing the next layer is tried less and less often (each try costs a queue,
+and a key frame from the publisher, which every viewer of that layer receives). Changes of
+demand under a steady estimate (a tile enlarged or shown again, a new active speaker) take
+effect at once, since the headroom has held all along.
 
 Wiring: per subscriber, on each new estimate or change of wanted streams (and at least every
 few hundred milliseconds, so that held rises are noticed), call :meth:`Allocator.allocate`;
@@ -97,13 +101,22 @@ class Allocation:
 class Allocator:
     """Per subscriber: chooses layers within a budget, with hysteresis on the way up."""
 
-    def __init__(self, up_hold: float = 3.0, usable: float = 0.9) -> None:
+    def __init__(self, up_hold: float = 3.0, usable: float = 0.9, max_hold: float = 24.0) -> None:
         if not 0.0 < usable <= 1.0:
             raise ValueError("usable must be in (0, 1]")
+        if max_hold < up_hold:
+            raise ValueError("max_hold must be at least up_hold")
         self._up_hold = up_hold
+        self._max_hold = max_hold
+        self._hold = up_hold
+        """How long a rise must have held before it is spent: ``up_hold``, longer after
+        failed steps up."""
+        self._raised_at: float | None = None
+        """When the estimate last took a stream up, until that step has lasted ``up_hold``."""
         self._usable = usable
         self._estimates: deque[tuple[float, int]] = deque()
         self._levels: dict[str, int] = {}
+        self._wanted: dict[str, int] = {}
         self._paused: frozenset[str] = frozenset()
 
     def allocate(self, estimate: int, demands: Sequence[StreamDemand], now: float) -> Allocation:
@@ -116,7 +129,9 @@ class Allocator:
         held = _fill(int(self._held(estimate, now) * self._usable), demands, {})
         caps = {sid: max(level, held[sid]) for sid, level in self._levels.items() if sid in held}
         levels = _fill(budget, demands, caps)
+        self._learn_from_steps(demands, levels, now)
         self._levels = levels
+        self._wanted = {demand.stream_id: demand.wanted for demand in demands}
         paused = frozenset(
             demand.stream_id
             for demand in demands
@@ -133,13 +148,38 @@ class Allocator:
             wanted=sum(demand.cost(demand.wanted) for demand in demands),
         )
 
+    def _learn_from_steps(
+        self, demands: Sequence[StreamDemand], levels: Mapping[str, int], now: float
+    ) -> None:
+        """Lengthen the hold after a step up the downlink could not carry; restore it once a
+        step up has lasted. Only steps the estimate made count, not changes of demand."""
+        raised = lowered = False
+        for demand in demands:
+            sid = demand.stream_id
+            if sid not in self._levels or self._wanted.get(sid) != demand.wanted:
+                continue
+            raised |= levels[sid] > self._levels[sid]
+            lowered |= levels[sid] < self._levels[sid]
+        if self._raised_at is not None and now - self._raised_at < self._up_hold:
+            if lowered:
+                self._hold = min(2 * self._hold, self._max_hold)
+                self._raised_at = None
+        elif self._raised_at is not None:
+            self._hold = self._up_hold
+            self._raised_at = None
+        if raised:
+            self._raised_at = now
+
     def _held(self, estimate: int, now: float) -> int:
-        """The lowest estimate in effect over the last ``up_hold`` seconds."""
+        """The lowest estimate in effect over the hold."""
         self._estimates.append((now, estimate))
-        horizon = now - self._up_hold
+        horizon = now - self._max_hold
         while len(self._estimates) > 1 and self._estimates[1][0] <= horizon:
             self._estimates.popleft()
-        return min(value for _, value in self._estimates)
+        since = now - self._hold
+        held = [value for at, value in self._estimates if at > since]
+        before = [value for at, value in self._estimates if at <= since]
+        return min(held + before[-1:])
 
 
 def _fill(budget: int, demands: Sequence[StreamDemand], caps: Mapping[str, int]) -> dict[str, int]:

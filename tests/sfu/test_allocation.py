@@ -121,6 +121,26 @@ def test_headroom_must_hold_without_a_dip() -> None:
     assert layers(allocator.allocate(2_000_000, streams, 7.0)) == {"cam": 2}
 
 
+def test_a_step_up_the_link_cannot_carry_doubles_the_wait_for_the_next() -> None:
+    allocator = Allocator(up_hold=3.0, usable=1.0, max_hold=12.0)
+    streams = [camera("cam")]
+    allocator.allocate(500_000, streams, 0.0)
+    allocator.allocate(2_000_000, streams, 1.0)
+    assert layers(allocator.allocate(2_000_000, streams, 4.0)) == {"cam": 2}
+    assert layers(allocator.allocate(500_000, streams, 5.0)) == {"cam": 1}  # it failed
+    assert layers(allocator.allocate(2_000_000, streams, 6.0)) == {"cam": 1}
+    assert layers(allocator.allocate(2_000_000, streams, 11.9)) == {"cam": 1}  # 3 s are not
+    assert layers(allocator.allocate(2_000_000, streams, 12.0)) == {"cam": 2}  # 6 s are
+    assert layers(allocator.allocate(500_000, streams, 13.0)) == {"cam": 1}  # failed again
+    assert layers(allocator.allocate(2_000_000, streams, 13.5)) == {"cam": 1}
+    assert layers(allocator.allocate(2_000_000, streams, 25.4)) == {"cam": 1}
+    assert layers(allocator.allocate(2_000_000, streams, 25.5)) == {"cam": 2}  # 12 s, at most
+    assert layers(allocator.allocate(2_000_000, streams, 28.5)) == {"cam": 2}  # it lasted
+    assert layers(allocator.allocate(500_000, streams, 40.0)) == {"cam": 1}
+    assert layers(allocator.allocate(2_000_000, streams, 40.5)) == {"cam": 1}
+    assert layers(allocator.allocate(2_000_000, streams, 43.5)) == {"cam": 2}  # 3 s again
+
+
 def test_demand_changes_under_a_steady_estimate_apply_at_once() -> None:
     allocator = Allocator(up_hold=3.0, usable=1.0)
     budget = 150_000 + 450_000
@@ -174,6 +194,7 @@ def test_audio_reenabled_by_the_client_resumes_without_hold() -> None:
         lambda: StreamDemand("x", StreamKind.VIDEO, (100, -1), 0),
         lambda: StreamDemand("x", StreamKind.VIDEO, (100,), -1),
         lambda: Allocator(usable=0.0),
+        lambda: Allocator(up_hold=3.0, max_hold=2.0),
     ],
 )
 def test_bad_input_is_refused(make: Callable[[], object]) -> None:
