@@ -12,7 +12,7 @@ Hysteresis: a stream steps down at once when the current estimate no longer cove
 steps up (or resumes) only as far as the *lowest* estimate of the last ``up_hold`` seconds
 covers, so a rise must hold before it is spent and one dip restarts the wait; the estimate's
 noise does not make layers flap. A step up that the downlink cannot carry (a step down follows
-within ``up_hold``) doubles that wait, up to ``max_hold``, and one that lasts restores it: a
+within ``trial``) doubles that wait, up to ``max_hold``, and one that lasts restores it: a
 link that keeps failing the next layer is tried less and less often (each try costs a queue,
 and a key frame from the publisher, which every viewer of that layer receives). Changes of
 demand under a steady estimate (a tile enlarged or shown again, a new active speaker) take
@@ -101,18 +101,27 @@ class Allocation:
 class Allocator:
     """Per subscriber: chooses layers within a budget, with hysteresis on the way up."""
 
-    def __init__(self, up_hold: float = 3.0, usable: float = 0.9, max_hold: float = 24.0) -> None:
+    def __init__(
+        self,
+        up_hold: float = 3.0,
+        usable: float = 0.9,
+        max_hold: float = 24.0,
+        trial: float = 10.0,
+    ) -> None:
+        """``trial``: seconds after a step up within which a step down shows it failed (the
+        feedback that tells takes seconds: a browser's REMB falls, loss is reported)."""
         if not 0.0 < usable <= 1.0:
             raise ValueError("usable must be in (0, 1]")
         if max_hold < up_hold:
             raise ValueError("max_hold must be at least up_hold")
         self._up_hold = up_hold
         self._max_hold = max_hold
+        self._trial = trial
         self._hold = up_hold
         """How long a rise must have held before it is spent: ``up_hold``, longer after
         failed steps up."""
         self._raised_at: float | None = None
-        """When the estimate last took a stream up, until that step has lasted ``up_hold``."""
+        """When the estimate last took a stream up, until that step has lasted ``trial``."""
         self._usable = usable
         self._estimates: deque[tuple[float, int]] = deque()
         self._levels: dict[str, int] = {}
@@ -160,7 +169,7 @@ class Allocator:
                 continue
             raised |= levels[sid] > self._levels[sid]
             lowered |= levels[sid] < self._levels[sid]
-        if self._raised_at is not None and now - self._raised_at < self._up_hold:
+        if self._raised_at is not None and now - self._raised_at < self._trial:
             if lowered:
                 self._hold = min(2 * self._hold, self._max_hold)
                 self._raised_at = None

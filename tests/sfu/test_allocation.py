@@ -89,12 +89,12 @@ def test_steps_down_at_once_and_up_when_the_rise_has_held() -> None:
     assert layers(allocator.allocate(2_000_000, streams, 4.9)) == {"cam": 1}
     assert layers(allocator.allocate(2_000_000, streams, 5.0)) == {"cam": 2}
 
-    down = allocator.allocate(100_000, streams, 10.0)
+    down = allocator.allocate(100_000, streams, 20.0)
     assert layers(down) == {"cam": None}
     assert down.state_changes == {"cam": StreamState.PAUSED}
-    held = [allocator.allocate(2_000_000, streams, t) for t in (11.0, 12.0, 13.9)]
+    held = [allocator.allocate(2_000_000, streams, t) for t in (21.0, 22.0, 23.9)]
     assert all(a.layers == {"cam": None} and a.state_changes == {} for a in held)
-    resumed = allocator.allocate(2_000_000, streams, 14.0)
+    resumed = allocator.allocate(2_000_000, streams, 24.0)
     assert layers(resumed) == {"cam": 2}
     assert resumed.state_changes == {"cam": StreamState.ACTIVE}
 
@@ -135,10 +135,21 @@ def test_a_step_up_the_link_cannot_carry_doubles_the_wait_for_the_next() -> None
     assert layers(allocator.allocate(2_000_000, streams, 13.5)) == {"cam": 1}
     assert layers(allocator.allocate(2_000_000, streams, 25.4)) == {"cam": 1}
     assert layers(allocator.allocate(2_000_000, streams, 25.5)) == {"cam": 2}  # 12 s, at most
-    assert layers(allocator.allocate(2_000_000, streams, 28.5)) == {"cam": 2}  # it lasted
+    assert layers(allocator.allocate(2_000_000, streams, 35.5)) == {"cam": 2}  # it lasted
     assert layers(allocator.allocate(500_000, streams, 40.0)) == {"cam": 1}
     assert layers(allocator.allocate(2_000_000, streams, 40.5)) == {"cam": 1}
     assert layers(allocator.allocate(2_000_000, streams, 43.5)) == {"cam": 2}  # 3 s again
+
+
+def test_a_step_down_long_after_a_step_up_is_no_failed_try() -> None:
+    allocator = Allocator(up_hold=3.0, usable=1.0, trial=10.0)
+    streams = [camera("cam")]
+    allocator.allocate(500_000, streams, 0.0)
+    allocator.allocate(2_000_000, streams, 0.5)
+    assert layers(allocator.allocate(2_000_000, streams, 3.5)) == {"cam": 2}
+    assert layers(allocator.allocate(500_000, streams, 14.5)) == {"cam": 1}  # 11 s later
+    allocator.allocate(2_000_000, streams, 15.0)
+    assert layers(allocator.allocate(2_000_000, streams, 18.0)) == {"cam": 2}  # 3 s suffice
 
 
 def test_demand_changes_under_a_steady_estimate_apply_at_once() -> None:
