@@ -11,8 +11,8 @@ from mautrix.types import UserID
 from yarl import URL
 import aiohttp
 
-from ..conferences import Conferences
 from ..db import Secret
+from ..media import Roster
 from ..permissions import PermissionLevel
 from ..room_state import RoomStates
 from .access import RoomAccess, RoomsWithoutBot
@@ -64,7 +64,7 @@ class Focus:
         rooms: RoomStates,
         bot_mxid: UserID,
         permissions: dict[str, PermissionLevel],
-        conferences: Conferences,
+        roster: Roster,
     ) -> None:
         self.config = config
         self.limits = config.focus_limits()
@@ -78,7 +78,7 @@ class Focus:
             permissions,
             config.moderation_level(),
         )
-        self.delegation = DelegatedLeaves(conferences, config["focus.delegated_leave_grace"])
+        self.delegation = DelegatedLeaves(roster, config["focus.delegated_leave_grace"])
         self.signalling_url = signalling_url(
             config["focus.public_url"], config["focus.hostname"], config["focus.port"]
         )
