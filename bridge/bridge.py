@@ -28,6 +28,7 @@ from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
 from .media import MediaPlane
 from .media.errors import StartupError
+from .media.host import WorkerPlane
 from .media.local import LocalPlane
 from .metrics import MetricsServer, count_database_errors
 from .moderation import Moderation
@@ -79,9 +80,7 @@ class Bridge:
         # Acknowledge a transaction only once its events are handled, in order; a crash
         # mid-transaction makes the homeserver deliver it again.
         self.az.synchronous_handlers = True
-        self.media: MediaPlane = LocalPlane(
-            config.media_settings(), config["bridge.call_end_grace"], config["focus.resume_grace"]
-        )
+        self.media = self._media_plane(config)
         metrics = config.metrics_settings()
         self.metrics = MetricsServer(metrics, self.media.figures) if metrics.enabled else None
         self.calls = CallTracker(self)
@@ -109,6 +108,18 @@ class Bridge:
         ghost = re.escape(config.ghost_localpart("\0")).replace(re.escape("\0"), ".+")
         self._ghost_mxid = re.compile(f"@{ghost}:{re.escape(config['homeserver.domain'])}")
         self._running = contextlib.AsyncExitStack()
+
+    @staticmethod
+    def _media_plane(config: Config) -> MediaPlane:
+        """Media workers (``media.workers``), or the media in this process."""
+        settings = config.media_settings()
+        graces = (config["bridge.call_end_grace"], config["focus.resume_grace"])
+        workers = config.media_workers()
+        if workers == 0:
+            return LocalPlane(settings, *graces)
+        return WorkerPlane(
+            workers, settings, *graces, config.drain_grace(), config.logging_config()
+        )
 
     def is_ghost(self, user_id: UserID) -> bool:
         return self._ghost_mxid.fullmatch(user_id) is not None

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 from dataclasses import dataclass, fields
 from pathlib import Path
+import json
+import os
 import re
 
 from mautrix.util.config import BaseFileConfig, ConfigUpdateHelper, RecursiveDict
@@ -97,6 +99,8 @@ class Config(BaseFileConfig):
             "dialin.displayname",
             "dialin.max_calls_per_room",
             "media.public_ip",
+            "media.workers",
+            "media.drain_grace",
             "media.udp_port",
             "media.udp_port_min",
             "media.udp_port_max",
@@ -244,6 +248,32 @@ class Config(BaseFileConfig):
             )
         except ValueError as e:
             raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e
+
+    def media_workers(self) -> int:
+        """``media.workers``: how many worker processes carry the media (0: none, the bridge's
+        own process does; ``auto``: one per core this process may run on).
+
+        Raises:
+            ValueError: the value is invalid; the message names the key.
+        """
+        value = self.get("media.workers", "auto")
+        if value == "auto":
+            return len(os.sched_getaffinity(0))
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 256:
+            raise ValueError("media.workers: must be auto or a whole number 0-256")
+        return value
+
+    def logging_config(self) -> dict[str, Any]:
+        """The ``logging`` section as plain data (for ``logging.config.dictConfig`` in media
+        workers)."""
+        return dict(json.loads(json.dumps(self["logging"])))
+
+    def drain_grace(self) -> float:
+        """``media.drain_grace`` in seconds. Raises ValueError naming the key."""
+        value = self.get("media.drain_grace", 30)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError("media.drain_grace: must be a number of seconds, 0 or more")
+        return float(value)
 
     def turn_secret(self) -> TurnSecret | None:
         """``media.turn_uris`` with ``media.turn_shared_secret``; None when neither is set.
@@ -400,6 +430,8 @@ class Config(BaseFileConfig):
         try:
             self.media_settings()
             self.session_limits()
+            self.media_workers()
+            self.drain_grace()
         except (ValueError, TypeError, KeyError) as e:
             found.append(ConfigProblem("media", str(e)))
         found.extend(self._focus_problems())

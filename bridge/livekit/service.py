@@ -69,16 +69,27 @@ class LiveKitSignalling:
     # ------------------------------------------------------------------ HTTP
 
     async def _admit(self, request: web.Request, single_pc: bool) -> Admission:
-        """Check the token and, again, the room: the token may be an hour old.
+        """Check the request, its token and, again, the room: the token may be an hour old.
 
         Raises:
             web.HTTPException: 400, 401 or 403 with a reason the client shows.
         """
         try:
             connect = connect_request(request, single_pc=single_pc)
-            grant = self.focus.verify(connect.token)
         except ProtocolViolation as e:
             raise web.HTTPBadRequest(text=str(e)) from e
+        grant, conference_id, can_publish = await self.decide(connect.token)
+        return Admission.of(connect, grant, conference_id, can_publish)
+
+    async def decide(self, token: str) -> tuple[FocusGrant, str, bool]:
+        """Whether a token's holder may connect now (also asked by media nodes, whose
+        clients connect there): the grant, the conference and whether it may publish.
+
+        Raises:
+            web.HTTPException: 401, 403, 429 or 503 with a reason the client shows.
+        """
+        try:
+            grant = self.focus.verify(token)
         except InvalidFocusToken as e:
             raise web.HTTPUnauthorized(text=str(e)) from e
         try:
@@ -87,7 +98,7 @@ class LiveKitSignalling:
             raise web.HTTPForbidden(text=str(e)) from e
         room = await Room.get_or_create(RoomID(grant.room_id))
         self._check_limits(room.conference_id, grant)
-        return Admission.of(connect, grant, room.conference_id, access.can_publish)
+        return grant, room.conference_id, access.can_publish
 
     def _check_limits(self, conference_id: str, grant: FocusGrant) -> None:
         """Refuse a connection beyond the limits; a client reconnecting with the identity it
