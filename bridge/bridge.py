@@ -30,6 +30,7 @@ from .media import MediaPlane
 from .media.errors import StartupError
 from .media.host import WorkerPlane
 from .media.local import LocalPlane
+from .media.nodes import NodePlane
 from .metrics import MetricsServer, count_database_errors
 from .moderation import Moderation
 from .permissions import PermissionLevel
@@ -91,6 +92,9 @@ class Bridge:
         self.focus.add_proxied_routes(self.az.app)
         self.publish_rights = PublishRights(self.focus.access, self.media)
         self.signalling = LiveKitSignalling(self.focus, self.media, config.session_limits())
+        if isinstance(self.media, NodePlane):
+            self.media.admission_check = self.signalling.decide_for_node
+            self.focus.media_url = self.media.url_for
         self.signalling.add_routes(self.focus.app)
         add_probe_route(self.focus.app, secrets.token_hex(8))
         self.moderation = Moderation(self)
@@ -111,7 +115,11 @@ class Bridge:
 
     @staticmethod
     def _media_plane(config: Config) -> MediaPlane:
-        """Media workers (``media.workers``), or the media in this process."""
+        """Media nodes through Redis (``redis.url``), media workers (``media.workers``), or
+        the media in this process."""
+        redis = config.redis_settings()
+        if redis is not None:
+            return NodePlane(redis.url, redis.prefix)
         settings = config.media_settings()
         graces = (config["bridge.call_end_grace"], config["focus.resume_grace"])
         workers = config.media_workers()

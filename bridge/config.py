@@ -61,6 +61,22 @@ class InvalidConfigError(ValueError):
         super().__init__("\n".join(str(problem) for problem in problems))
 
 
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A media node's identity and its listener for clients' signalling."""
+
+    node_id: str
+    public_url: str
+    hostname: str
+    port: int
+
+
 class Config(BaseFileConfig):
     """The bridge's config file, upgraded from the shipped ``example-config.yaml``."""
 
@@ -124,6 +140,12 @@ class Config(BaseFileConfig):
             "metrics.enabled",
             "metrics.hostname",
             "metrics.port",
+            "redis.url",
+            "redis.prefix",
+            "node.id",
+            "node.public_url",
+            "node.hostname",
+            "node.port",
         ):
             copy(key)
         for key in (
@@ -262,6 +284,32 @@ class Config(BaseFileConfig):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 256:
             raise ValueError("media.workers: must be auto or a whole number 0-256")
         return value
+
+    def redis_settings(self) -> RedisSettings | None:
+        """``redis``: None without ``redis.url`` (one machine). Raises ValueError naming
+        the key."""
+        url = str(self.get("redis.url", "") or "")
+        if not url:
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis.url: must start with redis://, rediss:// or unix://")
+        prefix = self.get("redis.prefix", "conference-bridge:")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("redis.prefix: must be a non-empty string")
+        return RedisSettings(url, prefix)
+
+    def node_settings(self) -> NodeSettings:
+        """``node``, for a media node. Raises ValueError naming the key."""
+        node_id = str(self.get("node.id", "") or "")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", node_id):
+            raise ValueError("node.id: a name of letters, digits, '.', '_' or '-'")
+        public_url = self.get("node.public_url", "")
+        if not _is_http_url(public_url):
+            raise ValueError("node.public_url: must be an http:// or https:// URL")
+        port = self.get("node.port", None)
+        if not _is_port(port):
+            raise ValueError("node.port: must be 1-65535")
+        return NodeSettings(node_id, str(public_url), str(self.get("node.hostname", "")), port)
 
     def logging_config(self) -> dict[str, Any]:
         """The ``logging`` section as plain data (for ``logging.config.dictConfig`` in media
@@ -432,6 +480,7 @@ class Config(BaseFileConfig):
             self.session_limits()
             self.media_workers()
             self.drain_grace()
+            self.redis_settings()
         except (ValueError, TypeError, KeyError) as e:
             found.append(ConfigProblem("media", str(e)))
         found.extend(self._focus_problems())

@@ -27,7 +27,7 @@ from .proxied import ProxiedRoutes
 from .public_network import PublicResolver
 from .rate_limit import RateLimiter
 from .server_discovery import DnsSrvResolver, ServerDiscovery
-from .token_api import TokenService
+from .token_api import MediaUrl, TokenService
 from .tokens import FocusGrant, FocusTokens
 
 if TYPE_CHECKING:
@@ -82,6 +82,8 @@ class Focus:
         self.signalling_url = signalling_url(
             config["focus.public_url"], config["focus.hostname"], config["focus.port"]
         )
+        self.media_url: MediaUrl | None = None
+        """Where a room's clients connect when not here (set by the bridge for media nodes)."""
         self.service: TokenService | None = None
         """Set once started, as is :attr:`relay`."""
         self.relay: FederationRelay | None = None
@@ -138,6 +140,7 @@ class Focus:
             self._tokens,
             self.signalling_url,
             self.config["homeserver.domain"],
+            self.media_url,
         )
         homeserver = URL(self.config["homeserver.address"])
         await self.delegation.start(DelayedEvents(trusted, homeserver))

@@ -8,7 +8,7 @@ media that carries its conference (:class:`~bridge.livekit.host.LiveKitHost`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from dataclasses import dataclass
 from functools import partial
 import logging
@@ -99,6 +99,15 @@ class LiveKitSignalling:
         room = await Room.get_or_create(RoomID(grant.room_id))
         self._check_limits(room.conference_id, grant)
         return grant, room.conference_id, access.can_publish
+
+    async def decide_for_node(self, token: str) -> dict[str, Any]:
+        """:meth:`decide` for a media node's client, as the node's control channel carries
+        it: the conference and publish right, or the HTTP status and text to refuse with."""
+        try:
+            _, conference_id, can_publish = await self.decide(token)
+        except web.HTTPException as e:
+            return {"status": e.status, "text": e.text or e.reason}
+        return {"conference_id": conference_id, "can_publish": can_publish}
 
     def _check_limits(self, conference_id: str, grant: FocusGrant) -> None:
         """Refuse a connection beyond the limits; a client reconnecting with the identity it

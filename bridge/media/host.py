@@ -11,6 +11,7 @@ so their clients can rejoin at once.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 import asyncio
 import contextlib
@@ -117,6 +118,8 @@ class WorkerPlane(MediaPlane):
         ]
         self._owner: dict[str, WorkerProcess] = {}
         """By conference id: the worker that carries it."""
+        self.on_closed: Callable[[str], None] | None = None
+        """Told each conference that closed (a media node tells the bridge)."""
         self._tokens: FocusTokens | None = None
         self._retired = MediaCounters()
         self._stopping = False
@@ -299,6 +302,8 @@ class WorkerPlane(MediaPlane):
             worker.conferences.discard(conference_id)
             if self._owner.get(conference_id) is worker:
                 del self._owner[conference_id]
+            if self.on_closed is not None:
+                self.on_closed(conference_id)
         elif op == "figures":
             worker.figures = MediaFigures.from_wire(message["figures"])
             worker.placed_since_report = 0

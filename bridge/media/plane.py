@@ -116,6 +116,10 @@ class MediaPlane(ABC):
         """Carry out a :class:`~bridge.media.engine.MediaEngine` command on the conference's
         media; arguments and result are JSON values."""
 
+    async def url_for(self, room_id: RoomID) -> str | None:
+        """Where the room's clients connect, if not to the focus listener (a media node)."""
+        return None
+
     async def may_publish(self, room_id: str, user_id: str) -> bool:
         if self.publish_check is None:
             return False
