@@ -382,34 +382,34 @@ class WorkerPlane(MediaPlane):
 
 
 async def relay(client: web.WebSocketResponse, upstream: ClientWebSocketResponse) -> None:
-    """Pass messages both ways until one side closes; then close the other the same way."""
+    """Pass messages both ways until one side closes; then close the other the same way
+    (the code and reason the worker closed with reach the client)."""
 
-    async def pump(
-        source: web.WebSocketResponse | ClientWebSocketResponse,
-        sink: web.WebSocketResponse | ClientWebSocketResponse,
-    ) -> None:
-        while True:
-            message = await source.receive()
-            if message.type == WSMsgType.BINARY:
-                await sink.send_bytes(message.data)
-            elif message.type == WSMsgType.TEXT:
-                await sink.send_str(message.data)
-            elif message.type == WSMsgType.CLOSE:
-                await sink.close(code=message.data, message=(message.extra or "").encode())
-                return
-            else:
-                await sink.close(code=source.close_code or WSCloseCode.GOING_AWAY)
-                return
+    async def to_upstream() -> None:
+        while (message := await client.receive()).type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            await _send(upstream, message)
+        await upstream.close(code=client.close_code or WSCloseCode.GOING_AWAY)
 
-    tasks = [
-        asyncio.create_task(pump(client, upstream)),
-        asyncio.create_task(pump(upstream, client)),
-    ]
+    forward = asyncio.create_task(to_upstream())
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        while (message := await upstream.receive()).type in (WSMsgType.BINARY, WSMsgType.TEXT):
+            await _send(client, message)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await upstream.close()
-        await client.close()
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
+    if message.type == WSMsgType.CLOSE:
+        await client.close(code=message.data, message=(message.extra or "").encode())
+    else:
+        await client.close(code=upstream.close_code or WSCloseCode.GOING_AWAY)
+    await upstream.close()
+
+
+async def _send(
+    sink: web.WebSocketResponse | ClientWebSocketResponse, message: aiohttp.WSMessage
+) -> None:
+    """Pass one message on; a sink that went away ends its direction by itself."""
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        if message.type == WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+        else:
+            await sink.send_str(message.data)
