@@ -35,13 +35,17 @@ class BridgeServer:
 
     name = "ours"
 
-    def __init__(self, workdir: str, cpu: int, load_cpu: int) -> None:
+    def __init__(self, workdir: str, cpu: int | str, load_cpu: int, workers: int = 1) -> None:
+        """``cpu``: the core (or cores, ``0-1``) the bridge and its ``workers`` run on."""
         self.workdir = Path(workdir)
         self.cpu = cpu
         self.synapse = Synapse(self.workdir / "synapse")
         self.bridge = BridgeProcess(self.workdir / "bridge", self.synapse.base_url, SERVER_NAME)
         self.bridge.configure({SERVER_NAME: "user"})
-        edit_config(self.bridge.config_path, {"focus.rooms_without_bot": "bridge_permissions"})
+        edit_config(
+            self.bridge.config_path,
+            {"focus.rooms_without_bot": "bridge_permissions", "media.workers": workers},
+        )
         self.bridge.use_database(f"sqlite:{self.workdir / 'bridge.db'}")
         self.synapse.start(appservice_files=[self.bridge.registration_path])
         pin(self.synapse.pid, load_cpu)
