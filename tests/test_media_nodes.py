@@ -16,12 +16,11 @@ import sys
 import time
 
 from mautrix.types import Membership, RoomID, UserID
-import aiohttp
 import pytest
 import redis
 
 from demo.bridge_process import BridgeProcess, edit_config
-from demo.livekit_client import LiveKitClient, wait_until
+from demo.livekit_client import LiveKitClient, focus_grant, wait_until
 from demo.matrix_client import matrix_client, wait_for_membership
 from demo.ports import free_port, free_udp_port
 from demo.synapse import MatrixUser, Synapse
@@ -133,26 +132,6 @@ async def new_room(users: dict[str, MatrixUser], synapse: Synapse) -> RoomID:
     return room
 
 
-async def token(
-    bridge: BridgeProcess, synapse: Synapse, user: MatrixUser, room: RoomID
-) -> tuple[str, str]:
-    """The LiveKit URL and token the bridge hands out for the room."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{bridge.focus_url}/sfu/get",
-            json={
-                "room": room,
-                "openid_token": synapse.openid_token(user),
-                "device_id": user.device_id,
-            },
-        ) as response,
-    ):
-        body = await response.json()
-        assert response.status == 200, body
-        return str(body["url"]), str(body["jwt"])
-
-
 def http(url: str) -> str:
     return url.replace("ws://", "http://", 1)
 
@@ -164,10 +143,10 @@ async def test_conferences_are_balanced_over_nodes_and_calls_run_through_them(
     nodes: dict[str, MediaNodeProcess],
 ) -> None:
     rooms = [await new_room(users, synapse) for _ in range(2)]
-    placed = [await token(running_bridge, synapse, users["alice"], room) for room in rooms]
+    placed = [await focus_grant(running_bridge, synapse, users["alice"], room) for room in rooms]
     assert {http(url) for url, _ in placed} == {node.url for node in nodes.values()}
     url, alice_token = placed[0]
-    _, bob_token = await token(running_bridge, synapse, users["bob"], rooms[0])
+    _, bob_token = await focus_grant(running_bridge, synapse, users["bob"], rooms[0])
     alice = LiveKitClient(http(url), alice_token, "v0", (3, 3))
     bob = LiveKitClient(http(url), bob_token, "v0", (3, 3))
     try:
@@ -203,5 +182,5 @@ async def test_a_dead_node_is_noticed_within_5_s_and_avoided(
     assert time.monotonic() - killed_at <= NOTICED_WITHIN_S
     for _ in range(3):
         room = await new_room(users, synapse)
-        url, _ = await token(running_bridge, synapse, users["alice"], room)
+        url, _ = await focus_grant(running_bridge, synapse, users["alice"], room)
         assert http(url) == nodes["m2"].url

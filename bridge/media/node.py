@@ -34,7 +34,7 @@ from .cluster import REPORT_INTERVAL_S, Cluster, NodeReport
 from .errors import StartupError
 from .host import WorkerPlane
 from .redis_link import RedisLink
-from .roster import Presence
+from .to_bridge import ToBridge
 
 log = logging.getLogger("mau.media.node")
 
@@ -64,9 +64,10 @@ class MediaNode:
             self.drain_grace_s,
             config.logging_config(),
         )
-        self.workers.publish_check = self._may_publish_check
-        self.workers.roster.listen(self._presence)
-        self.workers.on_closed = self._closed
+        self.bridge = ToBridge()
+        self.workers.publish_check = self.bridge.may_publish
+        self.workers.roster.listen(self.bridge.presence)
+        self.workers.on_closed = self.bridge.closed
         shared = config.redis_settings()
         if shared is None:
             raise ValueError("redis.url: a media node needs the bridge's Redis")
@@ -89,7 +90,7 @@ class MediaNode:
             self.cluster.key("from", self.node_id),
         )
         await link.open()
-        self.channel = Channel(link, self._on_request, self._on_notice)
+        self.channel = self.bridge.channel = Channel(link, self._on_request, self._on_notice)
         channel_task = asyncio.create_task(self.channel.run())
         self.channel.notify("hello")
         app = web.Application()
@@ -158,24 +159,6 @@ class MediaNode:
             self.workers.use_tokens(self.tokens)
         elif message["op"] == "hello" and self.channel is not None:
             self.channel.notify("hello")  # the bridge (re)started: it sends the tokens
-
-    def _presence(self, presence: Presence) -> None:
-        if self.channel is not None:
-            self.channel.notify("presence", presence=presence.to_wire())
-
-    def _closed(self, conference_id: str) -> None:
-        if self.channel is not None:
-            self.channel.notify("closed", conference_id=conference_id)
-
-    async def _may_publish_check(self, room_id: Any, user_id: Any) -> bool:
-        if self.channel is None:
-            return False
-        try:
-            return bool(
-                await self.channel.request("may_publish", room_id=room_id, user_id=user_id)
-            )
-        except ChannelClosed:
-            return False
 
     # ------------------------------------------------------------------ clients
 

@@ -33,7 +33,7 @@ from .channel import Channel, Message
 from .engine import MediaEngine
 from .errors import StartupError
 from .local import start_sfu
-from .roster import Presence
+from .to_bridge import ToBridge
 
 log = logging.getLogger("mau.media.worker")
 
@@ -61,14 +61,15 @@ class WorkerSpec:
 class MediaWorker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
+        self.bridge = ToBridge()
         self.engine = MediaEngine(
             spec.settings,
-            self._presence,
-            self._may_publish,
+            self.bridge.presence,
+            self.bridge.may_publish,
             spec.empty_grace_s,
             spec.resume_grace_s,
         )
-        self.engine.conferences.on_closed = self._closed
+        self.engine.conferences.on_closed = self.bridge.closed
         self.channel: Channel | None = None
         self.startup_error: str | None = None
         self.draining = False
@@ -113,7 +114,7 @@ class MediaWorker:
             await ws.close()
             return ws
         channel = Channel(ws, self._on_request, self._on_notice)
-        self.channel = channel
+        self.channel = self.bridge.channel = channel
         if self.startup_error is not None:
             channel.notify("failed", error=self.startup_error)
         else:
@@ -153,19 +154,6 @@ class MediaWorker:
                 "figures", figures=self.engine.figures().to_wire(), draining=self.draining
             )
             await asyncio.sleep(REPORT_INTERVAL_S)
-
-    def _presence(self, presence: Presence) -> None:
-        if self.channel is not None:
-            self.channel.notify("presence", presence=presence.to_wire())
-
-    def _closed(self, conference_id: str) -> None:
-        if self.channel is not None:
-            self.channel.notify("closed", conference_id=conference_id)
-
-    async def _may_publish(self, room_id: str, user_id: str) -> bool:
-        if self.channel is None:
-            return False
-        return bool(await self.channel.request("may_publish", room_id=room_id, user_id=user_id))
 
     # ------------------------------------------------------------------ signalling
 
