@@ -280,9 +280,12 @@ class Config(BaseFileConfig):
         """
         value = self.get("media.workers", "auto")
         if value == "auto":
-            return len(os.sched_getaffinity(0))
+            value = len(os.sched_getaffinity(0))
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 256:
             raise ValueError("media.workers: must be auto or a whole number 0-256")
+        first = self.get("media.udp_port", 0)
+        if isinstance(first, int) and first and first + max(value, 1) - 1 > 65535:
+            raise ValueError("media.workers: a UDP port each from media.udp_port passes 65535")
         return value
 
     def redis_settings(self) -> RedisSettings | None:
