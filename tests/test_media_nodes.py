@@ -136,6 +136,29 @@ def http(url: str) -> str:
     return url.replace("ws://", "http://", 1)
 
 
+async def call_on_node(
+    bridge: BridgeProcess, synapse: Synapse, users: dict[str, MatrixUser], room: RoomID
+) -> list[LiveKitClient]:
+    """Alice and Bob in the room's call, on the node its token names, each decoding the other."""
+    clients = []
+    for name in ("alice", "bob"):
+        url, jwt = await focus_grant(bridge, synapse, users[name], room)
+        client = LiveKitClient(http(url), jwt, "v0", (3, 3))
+        clients.append(client)
+        await client.connect()
+        await client.publish(luma=LUMAS[name], amplitude=0.3)
+    alice, bob = clients
+    await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
+    await wait_until(lambda: decodes(alice, bob, LUMAS["bob"]))
+    return clients
+
+
+async def close_all(clients: list[LiveKitClient]) -> None:
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
 async def test_conferences_are_balanced_over_nodes_and_calls_run_through_them(
     running_bridge: BridgeProcess,
     synapse: Synapse,
@@ -143,27 +166,34 @@ async def test_conferences_are_balanced_over_nodes_and_calls_run_through_them(
     nodes: dict[str, MediaNodeProcess],
 ) -> None:
     rooms = [await new_room(users, synapse) for _ in range(2)]
-    placed = [await focus_grant(running_bridge, synapse, users["alice"], room) for room in rooms]
+    placed = [await focus_grant(running_bridge, synapse, users["alice"], r) for r in rooms]
     assert {http(url) for url, _ in placed} == {node.url for node in nodes.values()}
-    url, alice_token = placed[0]
-    _, bob_token = await focus_grant(running_bridge, synapse, users["bob"], rooms[0])
-    alice = LiveKitClient(http(url), alice_token, "v0", (3, 3))
-    bob = LiveKitClient(http(url), bob_token, "v0", (3, 3))
+    clients = await call_on_node(running_bridge, synapse, users, rooms[0])
     try:
-        for client in (alice, bob):
-            await client.connect()
-        await alice.publish(luma=LUMAS["alice"], amplitude=0.3)
-        await bob.publish(luma=LUMAS["bob"], amplitude=0.3)
-        await wait_until(lambda: decodes(bob, alice, LUMAS["alice"]))
-        await wait_until(lambda: decodes(alice, bob, LUMAS["bob"]))
         # The node reports its participants to the bridge, which records the call.
-        await wait_until(
-            lambda: f"Call started in {rooms[0]}" in running_bridge.log_text(), timeout=10
-        )
+        await wait_until(lambda: f"Call started in {rooms[0]}" in running_bridge.log_text())
     finally:
-        for client in (alice, bob):
-            with contextlib.suppress(Exception):
-                await client.close()
+        await close_all(clients)
+
+
+async def test_a_bridge_that_crashed_learns_who_is_on_its_nodes(
+    running_bridge: BridgeProcess,
+    synapse: Synapse,
+    users: dict[str, MatrixUser],
+    nodes: dict[str, MediaNodeProcess],
+) -> None:
+    room = await new_room(users, synapse)
+    clients = await call_on_node(running_bridge, synapse, users, room)
+    started = f"Call started in {room}"
+    try:
+        await wait_until(lambda: running_bridge.log_text().count(started) == 1)
+        running_bridge.kill()
+        running_bridge.start()
+        await wait_until(lambda: running_bridge.log_text().count(started) == 2)
+        frames = clients[1].video_from(clients[0]).video_frames
+        await wait_until(lambda: clients[1].video_from(clients[0]).video_frames > frames + 30)
+    finally:
+        await close_all(clients)
 
 
 async def test_a_dead_node_is_noticed_within_5_s_and_avoided(

@@ -25,6 +25,8 @@ import time
 from aiohttp import web
 import redis.asyncio as redis
 
+from sfu import ParticipantState
+
 from ..config import Config
 from ..focus.tokens import FocusTokens, InvalidFocusToken
 from ..livekit.host import Admission
@@ -34,6 +36,7 @@ from .cluster import REPORT_INTERVAL_S, Cluster, NodeReport
 from .errors import StartupError
 from .host import WorkerPlane
 from .redis_link import RedisLink
+from .roster import Presence
 from .to_bridge import ToBridge
 
 log = logging.getLogger("mau.media.node")
@@ -158,7 +161,12 @@ class MediaNode:
             self.tokens = FocusTokens(bytes.fromhex(message["key"]), int(message["lifetime"]))
             self.workers.use_tokens(self.tokens)
         elif message["op"] == "hello" and self.channel is not None:
-            self.channel.notify("hello")  # the bridge (re)started: it sends the tokens
+            # The bridge (re)started: it sends the tokens, and learns who is here.
+            self.channel.notify("hello")
+            for conference_id, participant_id, profile in self.workers.roster.members():
+                self.bridge.presence(
+                    Presence(conference_id, participant_id, ParticipantState.JOINED, profile)
+                )
 
     # ------------------------------------------------------------------ clients
 
