@@ -178,7 +178,11 @@ class WorkerPlane(MediaPlane):
         )
         worker.channel = channel
         self._spawn(channel.run())
-        error = await started
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                error = await started
+        except TimeoutError:
+            error = f"media worker {worker.index} did not start"
         if error is not None:
             await self._stop(worker)
             raise StartupError(error)
