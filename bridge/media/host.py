@@ -72,7 +72,7 @@ class WorkerProcess:
     """One media worker as the bridge sees it."""
 
     index: int
-    socket_path: str
+    socket_path: str = ""
     process: asyncio.subprocess.Process | None = None
     channel: Channel | None = None
     session: ClientSession | None = None
@@ -111,11 +111,9 @@ class WorkerPlane(MediaPlane):
         self._spec = WorkerSpec(
             0, "", settings, empty_grace_s, resume_grace_s, drain_grace_s, logging_config
         )
-        self._directory = tempfile.mkdtemp(prefix="bridge-media-")
-        self.workers = [
-            WorkerProcess(i, os.path.join(self._directory, f"worker-{i}.sock"))
-            for i in range(count)
-        ]
+        self._directory = ""
+        """Holds the workers' sockets while they run."""
+        self.workers = [WorkerProcess(i) for i in range(count)]
         self._owner: dict[str, WorkerProcess] = {}
         """By conference id: the worker that carries it."""
         self.on_closed: Callable[[str], None] | None = None
@@ -128,6 +126,9 @@ class WorkerPlane(MediaPlane):
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
+        self._directory = tempfile.mkdtemp(prefix="bridge-media-")
+        for worker in self.workers:
+            worker.socket_path = os.path.join(self._directory, f"worker-{worker.index}.sock")
         await asyncio.gather(*(self._launch(worker) for worker in self.workers))
         log.info("%d media workers running", len(self.workers))
 
@@ -143,7 +144,8 @@ class WorkerPlane(MediaPlane):
         await asyncio.gather(*(self._stop(worker) for worker in self.workers))
         for task in list(self._tasks):
             task.cancel()
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if self._directory:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
     def use_tokens(self, tokens: FocusTokens) -> None:
         self._tokens = tokens
