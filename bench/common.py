@@ -40,11 +40,32 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def family(pid: int) -> list[int]:
+    """A process and all its descendants (the bridge and its media workers)."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    pending += [int(child) for child in f.read().split()]
+        except FileNotFoundError:  # it ended meanwhile
+            continue
+    return found
+
+
 def process_cpu_seconds(pid: int) -> float:
-    """user + system time of a whole process (all threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    """user + system time of a whole process (all threads) and its descendants, from /proc."""
+    total = 0
+    for member in family(pid):
+        try:
+            with open(f"/proc/{member}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _CLOCK_TICKS
 
 
 PRIORITY = -10
@@ -52,28 +73,43 @@ PRIORITY = -10
 either side of a measurement (both servers get the same)."""
 
 
-def pin(pid: int, cpu: int) -> None:
-    """Every thread of a process (and those it starts later) on ``cpu``, at :data:`PRIORITY`."""
-    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], check=True, stdout=-3)
-    for task in os.listdir(f"/proc/{pid}/task"):
-        os.setpriority(os.PRIO_PROCESS, int(task), PRIORITY)
+def pin(pid: int, cpu: int | str) -> None:
+    """Every thread of a process and its descendants (and those they start later) on ``cpu``
+    (a core, or a list such as ``0,1``), at :data:`PRIORITY`."""
+    for member in family(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(member)], check=True, stdout=-3)
+        for task in os.listdir(f"/proc/{member}/task"):
+            os.setpriority(os.PRIO_PROCESS, int(task), PRIORITY)
 
 
 def thread_waits(pid: int) -> dict[str, float]:
-    """Seconds each thread of a process spent runnable but waiting for a CPU (others had it)."""
+    """Seconds each thread of a process and its descendants spent runnable but waiting for a
+    CPU (others had it)."""
     waits = {}
-    for task in os.listdir(f"/proc/{pid}/task"):
+    for member in family(pid):
         try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                waits[task] = int(f.read().split()[1]) / 1e9
-        except FileNotFoundError:  # the thread ended
+            tasks = os.listdir(f"/proc/{member}/task")
+        except FileNotFoundError:
             continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{member}/task/{task}/schedstat") as f:
+                    waits[f"{member}/{task}"] = int(f.read().split()[1]) / 1e9
+            except FileNotFoundError:  # the thread ended
+                continue
     return waits
 
 
 def process_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * _PAGE
+    """Resident memory of a process and its descendants."""
+    total = 0
+    for member in family(pid):
+        try:
+            with open(f"/proc/{member}/statm") as f:
+                total += int(f.read().split()[1]) * _PAGE
+        except FileNotFoundError:
+            continue
+    return total
 
 
 # ------------------------------------------------------------------------------ media

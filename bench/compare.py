@@ -272,7 +272,10 @@ def bench(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still stop the servers
     workdir = tempfile.mkdtemp(prefix="sfu-bench-")
     started = time.monotonic()
-    ours = BridgeServer(workdir, SERVER_CPU, LOAD_CPU)
+    # One media worker shares the server core with the bridge's main process; more spread
+    # over every core, the load generator's too (its share is in the results).
+    server_cpus = str(SERVER_CPU) if args.workers == 1 else f"0-{(os.cpu_count() or 1) - 1}"
+    ours = BridgeServer(workdir, server_cpus, LOAD_CPU, args.workers)
     try:
         ours.start()  # creates the focus key
         secret = ours.secret()
@@ -324,6 +327,9 @@ def main() -> None:
     parser.add_argument("--server", default="")
     parser.add_argument("--url", default="")
     parser.add_argument("--pid", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="our media workers (1: on the server core)"
+    )
     parser.add_argument("--meetings", type=int, default=1)
     parser.add_argument("--publishers", type=int, default=1)
     parser.add_argument("--listeners", type=int, default=0)

@@ -35,7 +35,8 @@ class BridgeServer:
 
     name = "ours"
 
-    def __init__(self, workdir: str, cpu: int, load_cpu: int) -> None:
+    def __init__(self, workdir: str, cpu: int | str, load_cpu: int, workers: int = 1) -> None:
+        """``cpu``: the core (or cores, ``0-1``) the bridge and its ``workers`` run on."""
         self.workdir = Path(workdir)
         self.cpu = cpu
         self.synapse = Synapse(self.workdir / "synapse")
@@ -45,6 +46,7 @@ class BridgeServer:
             self.bridge.config_path,
             {
                 "focus.rooms_without_bot": "bridge_permissions",
+                "media.workers": workers,
                 # Every load-generator client connects from 127.0.0.1, to one room's call.
                 "focus.limits.max_connections": 10000,
                 "focus.limits.max_connections_per_ip": 10000,

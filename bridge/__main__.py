@@ -12,8 +12,9 @@ from mautrix.util.async_db import UnsupportedDatabaseVersion
 from mautrix.util.program import Program
 
 from . import resources
-from .bridge import Bridge, StartupError
+from .bridge import Bridge
 from .config import Config, InvalidConfigError
+from .media.errors import StartupError
 from .registration import generate_registration
 from .version import __version__
 

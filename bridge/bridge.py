@@ -16,12 +16,9 @@ from mautrix.errors import MatrixConnectionError, MatrixRequestError, MUnknownTo
 from mautrix.types import UserID
 from mautrix.util.async_db import Database
 
-from sfu import SFU, SeamError
-
 from . import db as tables
 from .call_membership import CallMemberships
 from .calls import CallTracker
-from .conferences import Conferences
 from .config import Config
 from .doctor.probe_route import add_probe_route
 from .focus import Focus
@@ -29,6 +26,11 @@ from .guests import GuestRoutes, Guests
 from .livekit import LiveKitSignalling
 from .log_redaction import RawEventFilter
 from .matrix import MatrixHandler
+from .media import MediaPlane
+from .media.errors import StartupError
+from .media.host import WorkerPlane
+from .media.local import LocalPlane
+from .media.nodes import NodePlane
 from .metrics import MetricsServer, count_database_errors
 from .moderation import Moderation
 from .permissions import PermissionLevel
@@ -46,10 +48,6 @@ HOMESERVER_RETRY_MAX_S = 5.0
 PRUNE_INTERVAL_S = 3600
 PROCESSED_EVENT_MAX_AGE_MS = 7 * 24 * 3600 * 1000
 MAX_REQUEST_BODY = 4 * 1024 * 1024
-
-
-class StartupError(Exception):
-    """The bridge cannot start; the message tells the admin what to fix."""
 
 
 class Bridge:
@@ -83,26 +81,20 @@ class Bridge:
         # Acknowledge a transaction only once its events are handled, in order; a crash
         # mid-transaction makes the homeserver deliver it again.
         self.az.synchronous_handlers = True
-        self.sfu = SFU(config.media_settings())
+        self.media = self._media_plane(config)
         metrics = config.metrics_settings()
-        self.metrics = MetricsServer(metrics, self.sfu) if metrics.enabled else None
-        self.conferences = Conferences(self.sfu)
+        self.metrics = MetricsServer(metrics, self.media.figures) if metrics.enabled else None
         self.calls = CallTracker(self)
         self.room_states = RoomStates(self.az)
         self.focus = Focus(
-            config, self.room_states, self.az.bot_mxid, self.permissions, self.conferences
+            config, self.room_states, self.az.bot_mxid, self.permissions, self.media.roster
         )
         self.focus.add_proxied_routes(self.az.app)
-        self.publish_rights = PublishRights(self.focus.access, self.conferences)
-        self.signalling = LiveKitSignalling(
-            self.focus,
-            self.conferences,
-            self.publish_rights,
-            self.sfu.settings,
-            config.session_limits(),
-            config["bridge.call_end_grace"],
-            config["focus.resume_grace"],
-        )
+        self.publish_rights = PublishRights(self.focus.access, self.media)
+        self.signalling = LiveKitSignalling(self.focus, self.media, config.session_limits())
+        if isinstance(self.media, NodePlane):
+            self.media.admission_check = self.signalling.decide_for_node
+            self.focus.media_url = self.media.url_for
         self.signalling.add_routes(self.focus.app)
         add_probe_route(self.focus.app, secrets.token_hex(8))
         self.moderation = Moderation(self)
@@ -121,18 +113,29 @@ class Bridge:
         self._ghost_mxid = re.compile(f"@{ghost}:{re.escape(config['homeserver.domain'])}")
         self._running = contextlib.AsyncExitStack()
 
+    @staticmethod
+    def _media_plane(config: Config) -> MediaPlane:
+        """Media nodes through Redis (``redis.url``), media workers (``media.workers``), or
+        the media in this process."""
+        redis = config.redis_settings()
+        if redis is not None:
+            return NodePlane(redis.url, redis.prefix)
+        settings = config.media_settings()
+        graces = (config["bridge.call_end_grace"], config["focus.resume_grace"])
+        workers = config.media_workers()
+        if workers == 0:
+            return LocalPlane(settings, *graces)
+        return WorkerPlane(
+            workers, settings, *graces, config.drain_grace(), config.logging_config()
+        )
+
     def is_ghost(self, user_id: UserID) -> bool:
         return self._ghost_mxid.fullmatch(user_id) is not None
 
     async def start(self) -> None:
         """Start every part; each one started is registered for :meth:`stop`, in reverse."""
-        try:
-            await self.sfu.start()
-        except SeamError as e:
-            raise StartupError(f"this aiortc version is not supported: {e}") from e
-        except OSError as e:
-            raise StartupError(f"media.udp_port: {e.strerror}") from e
-        self._running.push_async_callback(self.sfu.close)
+        await self.media.start()
+        self._running.push_async_callback(self.media.close)
         if self.metrics is not None:
             await self._listen("metrics", self.metrics.start())
             self._running.push_async_callback(self.metrics.stop)
@@ -158,11 +161,12 @@ class Bridge:
                 e,
             )
         self._running.push_async_callback(self.focus.stop)
-        self._running.push_async_callback(self.signalling.stop)
-        # Before the signalling closes every connection: a shutdown is nobody's departure.
+        self._running.push_async_callback(self.media.end_sessions)
+        # Before the media closes every connection: a shutdown is nobody's departure.
         self._running.push_async_callback(self.focus.delegation.stop)
         self._running.callback(self.call_memberships.stop)
         await self._listen("focus", self.focus.start())
+        self.media.use_tokens(self.focus.tokens)
         # Stopped first: hanging up dial-in calls needs the homeserver and the database.
         self._running.push_async_callback(self.dialin.stop)
         self.az.ready = True

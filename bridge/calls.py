@@ -17,10 +17,11 @@ import time
 from mautrix.errors import MatrixError
 from mautrix.types import Membership, RoomID
 
-from sfu import Event, ParticipantState, ParticipantStateChanged
+from sfu import ParticipantState
 
 from .conferences import Profile
 from .db import Call, CallParticipant, Room
+from .media import Presence
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -61,9 +62,9 @@ class CallTracker:
         self.bridge = bridge
         self._live: dict[str, LiveCall] = {}
         """By conference id."""
-        self._events: asyncio.Queue[tuple[ParticipantStateChanged, Profile]] = asyncio.Queue()
+        self._events: asyncio.Queue[Presence] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        bridge.conferences.listen_all(self._on_event)
+        bridge.media.roster.listen(self._on_presence)
 
     async def start(self) -> None:
         unfinished = await Call.end_unfinished(_now_ms())
@@ -88,24 +89,17 @@ class CallTracker:
 
     # ------------------------------------------------------------------ events
 
-    def _on_event(self, event: Event) -> None:
-        if not isinstance(event, ParticipantStateChanged) or event.state not in (
-            ParticipantState.JOINED,
-            ParticipantState.DISCONNECTED,
-        ):
-            return
-        # Captured now: the conference forgets a participant's profile once it has left.
-        profile = self.bridge.conferences.profile(event.conference_id, event.participant_id)
-        if profile is not None:
-            self._events.put_nowait((event, profile))
+    def _on_presence(self, presence: Presence) -> None:
+        if presence.state in (ParticipantState.JOINED, ParticipantState.DISCONNECTED):
+            self._events.put_nowait(presence)
 
     async def _work(self) -> None:
         """One event at a time, in order: a join is recorded before the matching leave."""
         while True:
-            event, profile = await self._events.get()
+            event = await self._events.get()
             try:
                 if event.state is ParticipantState.JOINED:
-                    await self._joined(event.conference_id, event.participant_id, profile)
+                    await self._joined(event.conference_id, event.participant_id, event.profile)
                 else:
                     await self._left(event.conference_id, event.participant_id)
             except Exception:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 import logging
 
-from mautrix.types import RoomID
-
 from sfu import (
     SFU,
     Conference,
@@ -23,8 +21,6 @@ from sfu import (
     ParticipantState,
     ParticipantStateChanged,
 )
-
-from .db import Room
 
 log = logging.getLogger("mau.conferences")
 
@@ -57,6 +53,8 @@ class Conferences:
         self._listeners: dict[str, list[EventHandler]] = {}
         self._global_listeners: list[EventHandler] = []
         self._profiles: dict[tuple[str, str], Profile] = {}
+        self.on_closed: Callable[[str], None] | None = None
+        """Told each conference id closed (a worker tells the bridge, which placed it)."""
 
     def get_or_create(self, conference_id: str) -> Conference:
         conference = self.sfu.conference(conference_id)
@@ -79,18 +77,6 @@ class Conferences:
 
     def profile(self, conference_id: str, participant_id: str) -> Profile | None:
         return self._profiles.get((conference_id, participant_id))
-
-    async def in_room(self, room_id: RoomID) -> list[tuple[Conference, Participant, Profile]]:
-        """Who is in a room's call now, with how they came, whichever adapter they use."""
-        room = await Room.get(room_id)
-        conference = self.sfu.conference(room.conference_id) if room else None
-        if conference is None:
-            return []
-        return [
-            (conference, participant, profile)
-            for participant in conference.participants
-            if (profile := self.profile(conference.id, participant.id)) is not None
-        ]
 
     def listen(self, conference_id: str, handler: EventHandler) -> Callable[[], None]:
         """Receive one conference's events until the returned function is called."""
@@ -116,6 +102,8 @@ class Conferences:
         if conference is not None:
             await self.sfu.close_conference(conference_id)
             log.info("Conference %s closed", conference_id)
+        if self.on_closed is not None:
+            self.on_closed(conference_id)
         return True
 
     def _dispatch(self, event: Event) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 from dataclasses import dataclass, fields
 from pathlib import Path
+import json
+import os
 import re
 
 from mautrix.util.config import BaseFileConfig, ConfigUpdateHelper, RecursiveDict
@@ -59,6 +61,22 @@ class InvalidConfigError(ValueError):
         super().__init__("\n".join(str(problem) for problem in problems))
 
 
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A media node's identity and its listener for clients' signalling."""
+
+    node_id: str
+    public_url: str
+    hostname: str
+    port: int
+
+
 class Config(BaseFileConfig):
     """The bridge's config file, upgraded from the shipped ``example-config.yaml``."""
 
@@ -97,6 +115,8 @@ class Config(BaseFileConfig):
             "dialin.displayname",
             "dialin.max_calls_per_room",
             "media.public_ip",
+            "media.workers",
+            "media.drain_grace",
             "media.udp_port",
             "media.udp_port_min",
             "media.udp_port_max",
@@ -120,6 +140,12 @@ class Config(BaseFileConfig):
             "metrics.enabled",
             "metrics.hostname",
             "metrics.port",
+            "redis.url",
+            "redis.prefix",
+            "node.id",
+            "node.public_url",
+            "node.hostname",
+            "node.port",
         ):
             copy(key)
         for key in (
@@ -244,6 +270,61 @@ class Config(BaseFileConfig):
             )
         except ValueError as e:
             raise ValueError(f"media.udp_port_min/udp_port_max: {e}") from e
+
+    def media_workers(self) -> int:
+        """``media.workers``: how many worker processes carry the media (0: none, the bridge's
+        own process does; ``auto``: one per core this process may run on).
+
+        Raises:
+            ValueError: the value is invalid; the message names the key.
+        """
+        value = self.get("media.workers", "auto")
+        if value == "auto":
+            value = len(os.sched_getaffinity(0))
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 256:
+            raise ValueError("media.workers: must be auto or a whole number 0-256")
+        first = self.get("media.udp_port", 0)
+        if isinstance(first, int) and first and first + max(value, 1) - 1 > 65535:
+            raise ValueError("media.workers: a UDP port each from media.udp_port passes 65535")
+        return value
+
+    def redis_settings(self) -> RedisSettings | None:
+        """``redis``: None without ``redis.url`` (one machine). Raises ValueError naming
+        the key."""
+        url = str(self.get("redis.url", "") or "")
+        if not url:
+            return None
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis.url: must start with redis://, rediss:// or unix://")
+        prefix = self.get("redis.prefix", "conference-bridge:")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("redis.prefix: must be a non-empty string")
+        return RedisSettings(url, prefix)
+
+    def node_settings(self) -> NodeSettings:
+        """``node``, for a media node. Raises ValueError naming the key."""
+        node_id = str(self.get("node.id", "") or "")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", node_id):
+            raise ValueError("node.id: a name of letters, digits, '.', '_' or '-'")
+        public_url = self.get("node.public_url", "")
+        if not _is_http_url(public_url):
+            raise ValueError("node.public_url: must be an http:// or https:// URL")
+        port = self.get("node.port", None)
+        if not _is_port(port):
+            raise ValueError("node.port: must be 1-65535")
+        return NodeSettings(node_id, str(public_url), str(self.get("node.hostname", "")), port)
+
+    def logging_config(self) -> dict[str, Any]:
+        """The ``logging`` section as plain data (for ``logging.config.dictConfig`` in media
+        workers)."""
+        return dict(json.loads(json.dumps(self["logging"])))
+
+    def drain_grace(self) -> float:
+        """``media.drain_grace`` in seconds. Raises ValueError naming the key."""
+        value = self.get("media.drain_grace", 30)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError("media.drain_grace: must be a number of seconds, 0 or more")
+        return float(value)
 
     def turn_secret(self) -> TurnSecret | None:
         """``media.turn_uris`` with ``media.turn_shared_secret``; None when neither is set.
@@ -400,6 +481,9 @@ class Config(BaseFileConfig):
         try:
             self.media_settings()
             self.session_limits()
+            self.media_workers()
+            self.drain_grace()
+            self.redis_settings()
         except (ValueError, TypeError, KeyError) as e:
             found.append(ConfigProblem("media", str(e)))
         found.extend(self._focus_problems())

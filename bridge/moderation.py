@@ -13,18 +13,12 @@ import math
 import time
 
 from mautrix.types import Membership, RoomID, UserID
-from mautrix.util import markdown
+from mautrix.util import background_task, markdown
 
-from sfu import (
-    Conference,
-    Event,
-    Participant,
-    ParticipantState,
-    ParticipantStateChanged,
-    TrackKind,
-)
+from sfu import ParticipantState, TrackKind
 
 from .db import Call, CallParticipant, CallRemoval, ModerationAction, Room, RoomMode, RoomModeName
+from .media import Member, Presence
 
 if TYPE_CHECKING:
     from .bridge import Bridge
@@ -42,7 +36,7 @@ class Moderation:
         self._held: dict[tuple[str, str], frozenset[TrackKind]] = {}
         """Kinds held muted in moderated calls, by (conference id, user id): kept when the
         user reconnects."""
-        bridge.conferences.listen_all(self._on_event)
+        bridge.media.roster.listen(self._on_presence)
         bridge.focus.access.policy = self
 
     # ------------------------------------------------------------------ the gate
@@ -67,7 +61,7 @@ class Moderation:
 
     async def _in_call(self, room_id: RoomID, user_id: UserID) -> bool:
         """In the call now (perhaps not yet recorded), or earlier in this call."""
-        if (await self._participants_of(room_id, user_id))[1]:
+        if await self._participants_of(room_id, user_id):
             return True
         active = await Call.get_active(room_id)
         return active is not None and await CallParticipant.was_in(active.call_id, user_id)
@@ -77,22 +71,16 @@ class Moderation:
     async def mute(self, room_id: RoomID, user_id: UserID, kinds: frozenset[TrackKind]) -> bool:
         """Stop forwarding the user's tracks of ``kinds`` and tell their clients; in a
         moderated call they stay muted. False: the user is not in the call."""
-        conference, found = await self._participants_of(room_id, user_id)
-        if conference is None or not found:
+        found = await self._participants_of(room_id, user_id)
+        if not found:
             return False
         hold = await self.is_moderated(room_id)
+        conference_id = found[0].conference_id
         if hold:
-            kinds = kinds | self._held.get((conference.id, user_id), frozenset())
-            self._held[conference.id, user_id] = kinds
-        room = self.bridge.signalling.rooms.get(conference.id)
-        for participant in found:
-            if hold:
-                participant.hold_muted(kinds)
-            for track in participant.published:
-                if track.kind in kinds:
-                    participant.set_muted(track.track_id, True)
-                    if room is not None:
-                        room.request_mute(participant.id, track.track_id)
+            kinds = kinds | self._held.get((conference_id, user_id), frozenset())
+            self._held[conference_id, user_id] = kinds
+        for member in found:
+            await self.bridge.media.mute(conference_id, member.participant_id, kinds, hold)
         return True
 
     async def is_moderated(self, room_id: RoomID) -> bool:
@@ -103,9 +91,8 @@ class Moderation:
         room = await Room.get(room_id)
         if room is None or self._held.pop((room.conference_id, user_id), None) is None:
             return False
-        _, found = await self._participants_of(room_id, user_id)
-        for participant in found:
-            participant.hold_muted(frozenset())
+        for member in await self._participants_of(room_id, user_id):
+            await self.bridge.media.hold(member.conference_id, member.participant_id, frozenset())
         return True
 
     async def set_mode(self, room_id: RoomID, mode: RoomModeName, on: bool, by: UserID) -> bool:
@@ -125,24 +112,24 @@ class Moderation:
         minutes = self.bridge.config["bridge.moderation.removal_minutes"]
         await Room.get_or_create(room_id)
         await CallRemoval(room_id, user_id, _now_ms() + minutes * 60_000, by, reason).save()
-        conference, found = await self._participants_of(room_id, user_id)
-        for participant in found:
-            assert conference is not None
+        found = await self._participants_of(room_id, user_id)
+        for member in found:
             log.info("Removing %s from the call in %s on a moderator's request", user_id, room_id)
-            await conference.remove(participant.id, f"removed by a moderator: {reason}")
+            await self.bridge.media.remove(
+                member.conference_id, member.participant_id, f"removed by a moderator: {reason}"
+            )
         return bool(found)
 
     async def end(self, room_id: RoomID) -> int:
         """Disconnect everyone from the call; how many participants there were."""
         room = await Room.get(room_id)
-        conference = self.bridge.conferences.sfu.conference(room.conference_id) if room else None
-        if conference is None:
+        if room is None:
             return 0
-        participants = conference.participants
-        for participant in participants:
-            await conference.remove(participant.id, "the call was ended by a moderator")
+        count = await self.bridge.media.end(
+            room.conference_id, "the call was ended by a moderator"
+        )
         log.info("A moderator ended the call in %s", room_id)
-        return len(participants)
+        return count
 
     async def record(
         self, room_id: RoomID, actor: UserID, action: str, target: str | None, detail: str
@@ -178,36 +165,27 @@ class Moderation:
 
     # ------------------------------------------------------------------ internals
 
-    async def _participants_of(
-        self, room_id: RoomID, user_id: UserID
-    ) -> tuple[Conference | None, list[Participant]]:
-        room = await Room.get(room_id)
-        conference = self.bridge.conferences.sfu.conference(room.conference_id) if room else None
-        if conference is None:
-            return None, []
-        found = []
-        for participant in conference.participants:
-            profile = self.bridge.conferences.profile(conference.id, participant.id)
-            if profile is not None and profile.user_id == user_id:
-                found.append(participant)
-        return conference, found
+    async def _participants_of(self, room_id: RoomID, user_id: UserID) -> list[Member]:
+        return [
+            member
+            for member in await self.bridge.media.roster.in_room(room_id)
+            if member.profile.user_id == user_id
+        ]
 
-    def _on_event(self, event: Event) -> None:
+    def _on_presence(self, presence: Presence) -> None:
         """A user held muted who reconnects stays muted; an emptied call forgets its holds."""
-        if not isinstance(event, ParticipantStateChanged):
+        roster = self.bridge.media.roster
+        if presence.state is ParticipantState.DISCONNECTED:
+            if not roster.members(presence.conference_id):
+                self._forget_holds(presence.conference_id)
             return
-        conference = self.bridge.conferences.sfu.conference(event.conference_id)
-        if event.state is ParticipantState.DISCONNECTED:
-            if conference is None or not conference.participants:
-                self._forget_holds(event.conference_id)
+        if presence.state is not ParticipantState.JOINED:
             return
-        if event.state is not ParticipantState.JOINED or conference is None:
-            return
-        profile = self.bridge.conferences.profile(event.conference_id, event.participant_id)
-        held = self._held.get((event.conference_id, profile.user_id)) if profile else None
-        participant = conference.participant(event.participant_id)
-        if held and participant is not None:
-            participant.hold_muted(held)
+        held = self._held.get((presence.conference_id, presence.profile.user_id))
+        if held:
+            background_task.create(
+                self.bridge.media.hold(presence.conference_id, presence.participant_id, held)
+            )
 
     def _forget_holds(self, conference_id: str) -> None:
         for key in [key for key in self._held if key[0] == conference_id]:

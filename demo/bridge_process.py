@@ -108,7 +108,8 @@ class BridgeProcess:
                 "media.bind_addresses": ["127.0.0.1"],
                 "metrics.enabled": True,
                 "metrics.port": self.metrics_port,
-                "media.udp_port": free_udp_port(),
+                # A port for each media worker (media.workers: auto, one per core).
+                "media.udp_port": free_udp_port(len(os.sched_getaffinity(0))),
                 "bridge.call_end_grace": 1,
                 # Clients in tests resume at once; a dropped one need not stay 15 s.
                 "focus.resume_grace": 3,

@@ -30,6 +30,13 @@ Protocol = Literal["v0", "v1"]
 
 async def focus_token(bridge: BridgeProcess, synapse: Synapse, user: MatrixUser, room: str) -> str:
     """A LiveKit token for ``room`` through the real flow: Matrix OpenID, then ``/sfu/get``."""
+    return (await focus_grant(bridge, synapse, user, room))[1]
+
+
+async def focus_grant(
+    bridge: BridgeProcess, synapse: Synapse, user: MatrixUser, room: str
+) -> tuple[str, str]:
+    """The LiveKit URL (where the call's media is) and token :func:`focus_token` gets."""
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -43,7 +50,7 @@ async def focus_token(bridge: BridgeProcess, synapse: Synapse, user: MatrixUser,
     ):
         body = await response.json()
         assert response.status == 200, body
-        return str(body["jwt"])
+        return str(body["url"]), str(body["jwt"])
 
 
 @dataclass

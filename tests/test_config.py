@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+import os
 import socket
 import sqlite3
 
@@ -13,6 +14,8 @@ from bridge.config import Config
 from bridge.db.upgrade import VERSION_TABLE
 from demo.bridge_process import edit_config, run_cli
 from demo.ports import free_port, free_udp_port
+
+from .support.configs import example_config_with
 
 
 def write_old_config(path: Path) -> None:
@@ -233,3 +236,21 @@ def test_max_publish_bitrate_reaches_the_sfu_and_is_checked(tmp_path: Path) -> N
     config.load()
     problems = [str(problem) for problem in config.problems(need_tokens=False)]
     assert any("media.max_publish_bitrate" in problem for problem in problems), problems
+
+
+def test_media_workers_default_to_one_per_core_and_are_checked(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert example_config_with(tmp_path, {}).media_workers() == cores
+    assert example_config_with(tmp_path, {"media.workers": 0}).media_workers() == 0
+    assert example_config_with(tmp_path, {}).redis_settings() is None
+    for key, bad in (
+        ("media.workers", "many"),
+        ("media.workers", -1),
+        ("media.workers", True),
+        ("media.drain_grace", -5),
+        ("redis.url", "http://redis"),
+    ):
+        problems = example_config_with(tmp_path, {key: bad}).problems(need_tokens=False)
+        assert any(key in str(problem) for problem in problems), (key, problems)
+    crowded = example_config_with(tmp_path, {"media.udp_port": 65535, "media.workers": 2})
+    assert any("media.workers" in str(p) for p in crowded.problems(need_tokens=False))

@@ -13,12 +13,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 import aiohttp
 
+from bridge.media import MediaFigures
 from bridge.metrics import MetricsServer, MetricsSettings
 from demo.bridge_process import BridgeProcess
 from demo.livekit_client import wait_until
 from demo.synapse import MatrixUser, Synapse
 from demo.waiting import eventually
-from sfu import SFU
 
 from .support.calls import LUMAS, ClientFactory, decodes
 from .support.configs import example_config_with
@@ -123,7 +123,7 @@ def test_dashboard_queries_only_exported_metrics() -> None:
     exported = {
         sample.name
         for family in text_string_to_metric_families(
-            generate_latest(MetricsServer(MetricsSettings(), SFU()).registry).decode()
+            generate_latest(MetricsServer(MetricsSettings(), MediaFigures).registry).decode()
         )
         for sample in family.samples
     }

@@ -12,10 +12,10 @@ import asyncio
 import logging
 import time
 
-from sfu import Event, ParticipantState, ParticipantStateChanged
+from sfu import ParticipantState
 
-from ..conferences import Conferences
 from ..db import DelegatedLeave
+from ..media import Presence, Roster
 from .delayed_events import DelayedEvents
 from .leave_schedule import RETRY_MAX_S, Action, LeaveJob, Phase
 
@@ -53,15 +53,15 @@ def _from_row(row: DelegatedLeave) -> LeaveJob:
 
 
 class DelegatedLeaves:
-    def __init__(self, conferences: Conferences, grace_s: float) -> None:
-        self.conferences = conferences
+    def __init__(self, roster: Roster, grace_s: float) -> None:
+        self.roster = roster
         self.grace_s = grace_s
         self.delayed_events: DelayedEvents | None = None
         self._jobs: dict[tuple[str, str], LeaveJob] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._stopped = False
-        conferences.listen_all(self._on_event)
+        roster.listen(self._on_presence)
 
     async def start(self, delayed_events: DelayedEvents) -> None:
         """Take over the jobs of the previous run: nobody is connected any more, so those
@@ -116,23 +116,15 @@ class DelegatedLeaves:
     ) -> bool:
         """Whether the conference has a participant (other than ``leaving``) with either
         identity."""
-        conference = self.conferences.sfu.conference(conference_id)
-        if conference is None:
-            return False
         identities = (identity, legacy_identity)
-        for participant in conference.participants:
-            if participant.id == leaving:
-                continue
-            profile = self.conferences.profile(conference_id, participant.id)
-            if profile is not None and profile.identity in identities:
-                return True
-        return False
+        return any(
+            participant_id != leaving and profile.identity in identities
+            for _, participant_id, profile in self.roster.members(conference_id)
+        )
 
-    def _on_event(self, event: Event) -> None:
-        if self._stopped or not isinstance(event, ParticipantStateChanged):
-            return
-        profile = self.conferences.profile(event.conference_id, event.participant_id)
-        if profile is None or not profile.identity:
+    def _on_presence(self, event: Presence) -> None:
+        profile = event.profile
+        if self._stopped or not profile.identity:
             return
         now = time.time()
         for job in self._jobs.values():

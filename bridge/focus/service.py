@@ -11,8 +11,8 @@ from mautrix.types import UserID
 from yarl import URL
 import aiohttp
 
-from ..conferences import Conferences
 from ..db import Secret
+from ..media import Roster
 from ..permissions import PermissionLevel
 from ..room_state import RoomStates
 from .access import RoomAccess, RoomsWithoutBot
@@ -27,7 +27,7 @@ from .proxied import ProxiedRoutes
 from .public_network import PublicResolver
 from .rate_limit import RateLimiter
 from .server_discovery import DnsSrvResolver, ServerDiscovery
-from .token_api import TokenService
+from .token_api import MediaUrl, TokenService
 from .tokens import FocusGrant, FocusTokens
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Focus:
         rooms: RoomStates,
         bot_mxid: UserID,
         permissions: dict[str, PermissionLevel],
-        conferences: Conferences,
+        roster: Roster,
     ) -> None:
         self.config = config
         self.limits = config.focus_limits()
@@ -78,10 +78,12 @@ class Focus:
             permissions,
             config.moderation_level(),
         )
-        self.delegation = DelegatedLeaves(conferences, config["focus.delegated_leave_grace"])
+        self.delegation = DelegatedLeaves(roster, config["focus.delegated_leave_grace"])
         self.signalling_url = signalling_url(
             config["focus.public_url"], config["focus.hostname"], config["focus.port"]
         )
+        self.media_url: MediaUrl | None = None
+        """Where a room's clients connect when not here (set by the bridge for media nodes)."""
         self.service: TokenService | None = None
         """Set once started, as is :attr:`relay`."""
         self.relay: FederationRelay | None = None
@@ -138,6 +140,7 @@ class Focus:
             self._tokens,
             self.signalling_url,
             self.config["homeserver.domain"],
+            self.media_url,
         )
         homeserver = URL(self.config["homeserver.address"])
         await self.delegation.start(DelayedEvents(trusted, homeserver))

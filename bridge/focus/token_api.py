@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 import logging
 
 from mautrix.types import RoomID, UserID
@@ -15,6 +16,8 @@ from .tokens import FocusGrant, FocusTokens, VideoGrants
 
 log = logging.getLogger("mau.focus.tokens")
 
+MediaUrl = Callable[[RoomID], Awaitable[str | None]]
+
 
 class TokenService:
     def __init__(
@@ -24,13 +27,17 @@ class TokenService:
         tokens: FocusTokens,
         signalling_url: str,
         server_name: str,
+        media_url: MediaUrl | None = None,
     ) -> None:
-        """``server_name``: our homeserver's; its users are the ones who publish here."""
+        """``server_name``: our homeserver's; its users are the ones who publish here.
+        ``media_url``: where a room's clients connect instead of ``signalling_url`` (the media
+        node carrying its call), if anywhere."""
         self.verifier = verifier
         self.access = access
         self.tokens = tokens
         self.signalling_url = signalling_url
         self.server_name = server_name
+        self.media_url = media_url
 
     async def answer(self, request: TokenRequest) -> dict[str, str]:
         """The token response, or a :class:`~.errors.FocusError` saying why not."""
@@ -85,4 +92,5 @@ class TokenService:
             room_id,
             "" if can_publish else ", subscribe only",
         )
-        return {"url": self.signalling_url, "jwt": self.tokens.issue(grant)}
+        url = await self.media_url(room_id) if self.media_url is not None else None
+        return {"url": url or self.signalling_url, "jwt": self.tokens.issue(grant)}

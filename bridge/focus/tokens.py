@@ -104,6 +104,10 @@ class FocusTokens:
     def __repr__(self) -> str:
         return f"FocusTokens(lifetime_s={self.lifetime_s})"
 
+    def key_hex(self) -> str:
+        """The secret, for this bridge's media workers (sent over their private socket)."""
+        return self._secret.hex()
+
     def issue(self, grant: FocusGrant, *, now: int | None = None) -> str:
         issued_at = int(time.time()) if now is None else now
         payload = {

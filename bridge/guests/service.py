@@ -34,11 +34,12 @@ from mautrix.types import (
 )
 from mautrix.util import background_task
 
-from sfu import Event as SFUEvent, ParticipantState, ParticipantStateChanged
+from sfu import ParticipantState
 
 from ..db import Guest, GuestLink, Room
 from ..focus.errors import FocusError
 from ..focus.rate_limit import RateLimited
+from ..media import Presence
 from .links import (
     JoinLimits,
     LinkState,
@@ -110,7 +111,7 @@ class Guests:
         )
         self._sessions: dict[str, GuestSession] = {}
         """By the session secret the guest's page holds."""
-        bridge.conferences.listen_all(self._on_sfu_event)
+        bridge.media.roster.listen(self._on_presence)
 
     # ------------------------------------------------------------------ links
 
@@ -280,15 +281,11 @@ class Guests:
 
     # ------------------------------------------------------------------ leaving
 
-    def _on_sfu_event(self, event: SFUEvent) -> None:
-        if not (
-            isinstance(event, ParticipantStateChanged)
-            and event.state is ParticipantState.DISCONNECTED
-        ):
+    def _on_presence(self, event: Presence) -> None:
+        if event.state is not ParticipantState.DISCONNECTED:
             return
-        profile = self.bridge.conferences.profile(event.conference_id, event.participant_id)
-        if profile is not None and self.bridge.is_ghost(UserID(profile.user_id)):
-            background_task.create(self._left_call(event.conference_id, profile.user_id))
+        if self.bridge.is_ghost(UserID(event.profile.user_id)):
+            background_task.create(self._left_call(event.conference_id, event.profile.user_id))
 
     async def _left_call(self, conference_id: str, user_id: str) -> None:
         guest = await Guest.get(user_id)
@@ -300,7 +297,7 @@ class Guests:
     async def _in_call(self, guest: Guest) -> bool:
         return any(
             profile.user_id == guest.user_id
-            for _, _, profile in await self.bridge.conferences.in_room(guest.room_id)
+            for _, _, profile in await self.bridge.media.roster.in_room(guest.room_id)
         )
 
     async def farewell(self, guest: Guest) -> None:

@@ -1,45 +1,45 @@
-"""The media plane's metrics, read from the SFU when Prometheus scrapes (never per packet)."""
+"""The media plane's metrics, read from its figures when Prometheus scrapes (never per
+packet); with media workers, the figures they last reported."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sfu import SFU, TrackKind
+from sfu import TrackKind
+
+from ..media import MediaFigures
 
 
 class MediaCollector(Collector):
-    def __init__(self, sfu: SFU) -> None:
-        self._sfu = sfu
+    def __init__(self, figures: Callable[[], MediaFigures]) -> None:
+        self._figures = figures
 
     def collect(self) -> Iterator[Metric]:
-        sfu = self._sfu
-        conferences = sfu.conferences
-        participants = [p for conference in conferences for p in conference.participants]
-        tracks = [track for conference in conferences for track in conference.tracks]
-        yield GaugeMetricFamily("bridge_conferences", "Conferences open.", len(conferences))
+        figures = self._figures()
+        yield GaugeMetricFamily("bridge_conferences", "Conferences open.", figures.conferences)
         yield GaugeMetricFamily(
-            "bridge_participants", "Participants in conferences.", len(participants)
+            "bridge_participants", "Participants in conferences.", figures.participants
         )
         published = GaugeMetricFamily(
             "bridge_published_tracks", "Streams participants publish.", labels=["kind"]
         )
         for kind in TrackKind:
-            published.add_metric([kind.value], sum(1 for t in tracks if t.kind == kind))
+            published.add_metric([kind.value], figures.published(kind))
         yield published
         yield GaugeMetricFamily(
             "bridge_subscriptions",
             "Streams forwarded to subscribers.",
-            sum(1 for p in participants for s in p.subscriptions if s.source is not None),
+            figures.subscriptions,
         )
         yield GaugeMetricFamily(
             "bridge_connecting_transports",
             "Connections negotiated but not connected yet (media.limits.connecting).",
-            sfu.connecting_transports(),
+            figures.connecting,
         )
-        totals = sfu.media_counters()
+        totals = figures.counters
         for name, help_text, inbound, outbound in (
             (
                 "bridge_media_packets",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 import asyncio
 import contextlib
@@ -14,8 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from sfu import SFU
-
+from ..media import MediaFigures
 from .instruments import LOOP_LAG, REGISTRY, START_TIME, UP
 from .media import MediaCollector
 
@@ -49,11 +48,11 @@ def loop_lag(started: float, now: float, interval: float) -> float:
 
 
 class MetricsServer:
-    def __init__(self, settings: MetricsSettings, sfu: SFU) -> None:
+    def __init__(self, settings: MetricsSettings, figures: Callable[[], MediaFigures]) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.registry.register(_Registry(REGISTRY))
-        self.registry.register(MediaCollector(sfu))
+        self.registry.register(MediaCollector(figures))
         self._runner: web.AppRunner | None = None
         self._lag_task: asyncio.Task[None] | None = None
 

@@ -19,7 +19,8 @@ from mautrix.errors import MatrixError
 from mautrix.types import EventType, RoomID, UserID
 
 from . import signalling as sig
-from .leg import STREAM_ID, MediaLeg
+from .leg import STREAM_ID
+from .media_link import LegLink
 
 log = logging.getLogger("mau.voip.call")
 
@@ -49,7 +50,7 @@ class DialInCall:
         self.ghost = ghost
         self.invite = invite
         self.party_id = sig.new_party_id()
-        self.leg: MediaLeg | None = None
+        self.leg: LegLink | None = None
         self.ended = False
         self._on_ended = on_ended
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -83,11 +84,11 @@ class DialInCall:
 
     # ------------------------------------------------------------------ caller's events
 
-    async def answer(self, leg: MediaLeg) -> None:
+    async def answer(self, leg: LegLink) -> None:
         self.leg = leg
         sdp = await leg.accept_offer(self.invite.sdp or "")
         if self.invite.metadata is not None:
-            leg.apply_metadata(self.invite.metadata)
+            await leg.apply_metadata(self.invite.metadata)
         content = sig.answer(self.key.call_id, self.party_id, sdp, self._meta())
         await self._send(sig.ANSWER, content)
         log.info("Answered %s into the conference of %s", self, self.room_id)
@@ -109,7 +110,7 @@ class DialInCall:
             return
         sdp = await self.leg.accept_offer(content.sdp)
         if content.metadata is not None:
-            self.leg.apply_metadata(content.metadata)
+            await self.leg.apply_metadata(content.metadata)
         lifetime = content.lifetime or self.invite.lifetime or 0
         await self._send(
             sig.NEGOTIATE,
@@ -118,7 +119,7 @@ class DialInCall:
 
     async def on_metadata(self, content: sig.CallEventContent) -> None:
         if self.leg is not None and content.metadata is not None:
-            self.leg.apply_metadata(content.metadata)
+            await self.leg.apply_metadata(content.metadata)
 
     async def on_select_answer(self, content: sig.CallEventContent) -> None:
         if content.selected_party_id != self.party_id:

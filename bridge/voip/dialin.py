@@ -25,15 +25,16 @@ from mautrix.types import (
     UserID,
 )
 
-from sfu import Event as ConferenceEvent, ParticipantState, ParticipantStateChanged
+from sfu import ParticipantState
 
 from ..conferences import Profile, Via
 from ..db import DialInChat, DialInGhost, ProcessedEvent, Room
 from ..focus.errors import Forbidden
+from ..media import Presence
 from ..permissions import PermissionLevel, level_for
 from . import signalling as sig
 from .call import CallKey, DialInCall
-from .leg import MediaLeg
+from .media_link import LegLink
 
 if TYPE_CHECKING:
     from ..bridge import Bridge
@@ -47,6 +48,7 @@ class DialIn:
         self.config = bridge.config
         self._calls: dict[CallKey, DialInCall] = {}
         self._hangups: set[asyncio.Task[None]] = set()
+        bridge.media.roster.listen(self._on_presence)
 
     @property
     def calls(self) -> list[DialInCall]:
@@ -201,7 +203,6 @@ class DialIn:
             await call.hang_up(reason)
             return
         room = await Room.get_or_create(call.room_id)
-        conferences = self.bridge.conferences
         member = await self.bridge.room_states.store.get_member(call.room_id, call.caller)
         profile = Profile(
             call.caller,
@@ -210,18 +211,11 @@ class DialIn:
             Via.LEGACY_VOIP,
             display_name=(member.displayname or "") if member else "",
         )
-        leg = MediaLeg(
-            conferences, room.conference_id, f"{call.caller}:voip:{call.key.call_id}", profile
+        leg = LegLink(
+            self.bridge.media, room.conference_id, f"{call.caller}:voip:{call.key.call_id}"
         )
-        await self.bridge.publish_rights.apply(call.room_id, leg.participant, profile)
-        conference = leg.conference
-        stop_listening = conferences.listen(conference.id, lambda e: self._on_media(call, e))
-
-        async def release() -> None:
-            stop_listening()
-            await conferences.close_if_empty(conference.id)
-
-        call.on_closed(release)
+        await self.bridge.media.open_leg(leg.conference_id, leg.id, profile)
+        await self.bridge.publish_rights.apply(call.room_id, leg.conference_id, leg.id, profile)
         await call.answer(leg)
 
     async def _refusal(self, call: DialInCall) -> tuple[str, str] | None:
@@ -254,19 +248,13 @@ class DialIn:
 
     # ------------------------------------------------------------------ media events
 
-    def _on_media(self, call: DialInCall, event: ConferenceEvent) -> None:
-        """The conference's events for one call: the leg follows speakers; a leg the SFU
-        dropped (its transport failed) ends the call on the Matrix side too."""
-        leg = call.leg
-        if leg is None or call.ended:
+    def _on_presence(self, presence: Presence) -> None:
+        """A leg the media dropped (its transport failed, its worker died) ends the call on
+        the Matrix side too."""
+        if presence.state is not ParticipantState.DISCONNECTED:
             return
-        if (
-            isinstance(event, ParticipantStateChanged)
-            and event.participant_id == leg.id
-            and event.state == ParticipantState.DISCONNECTED
-        ):
-            task = asyncio.create_task(call.hang_up(sig.HangupReason.ICE_FAILED))
-            self._hangups.add(task)
-            task.add_done_callback(self._hangups.discard)
-        else:
-            leg.on_event(event)
+        for call in self.calls:
+            if call.leg is not None and call.leg.id == presence.participant_id and not call.ended:
+                task = asyncio.create_task(call.hang_up(sig.HangupReason.ICE_FAILED))
+                self._hangups.add(task)
+                task.add_done_callback(self._hangups.discard)
