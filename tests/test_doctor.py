@@ -254,8 +254,18 @@ async def test_media_port_held_by_the_running_bridge(
     assert held.status is Status.WARN, held
     assert "by this bridge if it is running" in held.line()
 
-    free = config_with(running_bridge, tmp_path, {"media.udp_port": free_udp_port()})
-    assert found(await diagnose(free, web_site), "media-ports").status is Status.OK
+    first = free_udp_port(3)
+    free = config_with(running_bridge, tmp_path, {"media.udp_port": first, "media.workers": 3})
+    ok = found(await diagnose(free, web_site), "media-ports")
+    assert ok.status is Status.OK, ok
+    assert f"UDP {first}-{first + 2} free" in ok.line()
+
+    # Each media worker has a port of its own after media.udp_port: all of them are checked.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_program:
+        other_program.bind(("127.0.0.1", first + 2))
+        third_taken = found(await diagnose(free, web_site), "media-ports")
+    assert third_taken.status is Status.WARN, third_taken
+    assert f"UDP port {first + 2} on 127.0.0.1 in use" in third_taken.line()
 
 
 async def test_private_public_ip(

@@ -205,20 +205,27 @@ def judge_public_ip(public_ip: str | None, local_addresses: list[str]) -> Findin
 _SET_IP = "set media.public_ip to the public IPv4 address that forwards to this machine."
 
 
-def judge_media_port(port: int, address: str, taken: list[int], unusable: str | None) -> Finding:
-    """The one media port (``media.udp_port``): a running bridge holds it, so in use is only
-    a problem when the bridge is stopped."""
+def judge_media_port(
+    ports: tuple[int, int], address: str, taken: list[int], unusable: str | None
+) -> Finding:
+    """The shared media ports (``media.udp_port``, one more for each media worker after the
+    first): a running bridge holds them, so in use is only a problem when it is stopped."""
     name = "media-ports"
     if unusable:
         return _unbindable(address, unusable)
+    low, high = ports
+    shown = f"{low}" if low == high else f"{low}-{high}"
     if taken:
         return warn(
             name,
-            f"UDP port {port} on {address} is in use: by this bridge if it is running, else by "
-            "another program",
+            f"UDP {'port' if len(taken) == 1 else 'ports'} {', '.join(map(str, taken))} on "
+            f"{address} in use: by this bridge if it is running, else by another program",
             "if the bridge is stopped, stop the other program or choose another media.udp_port.",
         )
-    return ok(name, f"UDP {port} free on {address}; open it for inbound UDP")
+    return ok(
+        name,
+        f"UDP {shown} free on {address}; open {'it' if low == high else 'them'} for inbound UDP",
+    )
 
 
 def _unbindable(address: str, unusable: str) -> Finding:

@@ -58,7 +58,7 @@ async def run_checks(config: Config, server_url: str) -> list[Finding]:
         findings.append(await _well_known(session, server_url, config["focus.public_url"]))
         findings.extend(await _focus(session, config))
     settings = config.media_settings()
-    findings.extend(media_findings(settings))
+    findings.extend(media_findings(settings, config.media_workers()))
     findings.extend(await turn_findings(settings.ice_servers_for("doctor", time.time())))
     return findings
 
@@ -219,7 +219,9 @@ def _connectable(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def media_findings(settings: MediaSettings) -> list[Finding]:
+def media_findings(settings: MediaSettings, workers: int) -> list[Finding]:
+    """The media ports free to bind (each of ``workers`` media workers has its own shared
+    port, from ``media.udp_port`` on), and the public IP."""
     port_range = (
         (settings.udp_port_min, settings.udp_port_max)
         if settings.udp_port_min is not None and settings.udp_port_max is not None
@@ -228,8 +230,9 @@ def media_findings(settings: MediaSettings) -> list[Finding]:
     findings = []
     for address in settings.bind_addresses or ("0.0.0.0",):
         if settings.single_port and settings.udp_port:
-            taken, unusable = _bind_ports(address, (settings.udp_port, settings.udp_port))
-            findings.append(judge.judge_media_port(settings.udp_port, address, taken, unusable))
+            ports = (settings.udp_port, settings.udp_port + max(workers, 1) - 1)
+            taken, unusable = _bind_ports(address, ports)
+            findings.append(judge.judge_media_port(ports, address, taken, unusable))
             continue
         taken, unusable = _bind_ports(address, port_range)
         findings.append(judge.judge_media_ports(port_range, address, taken, unusable))
