@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-import asyncio
 import contextlib
 import os
 import secrets
@@ -215,35 +214,3 @@ async def test_a_dead_node_is_noticed_within_5_s_and_avoided(
         room = await new_room(users, synapse)
         url, _ = await focus_grant(running_bridge, synapse, users["alice"], room)
         assert http(url) == nodes["m2"].url
-
-
-async def test_sigterm_drains_a_node(
-    running_bridge: BridgeProcess,
-    synapse: Synapse,
-    users: dict[str, MatrixUser],
-    nodes: dict[str, MediaNodeProcess],
-) -> None:
-    room = await new_room(users, synapse)
-    url, _ = await focus_grant(running_bridge, synapse, users["alice"], room)
-    draining = next(node for node in nodes.values() if node.url == http(url))
-    other = next(node for node in nodes.values() if node is not draining)
-    clients = await call_on_node(running_bridge, synapse, users, room)
-    try:
-        draining.process.send_signal(signal.SIGTERM)
-        await wait_until(
-            lambda: f"Media node {draining.name} draining" in draining.log_path.read_text()
-        )
-        # Its call goes on (for media.drain_grace at most, or until its last participant
-        # leaves; then the node stops).
-        frames = clients[1].video_from(clients[0]).video_frames
-        await wait_until(lambda: clients[1].video_from(clients[0]).video_frames > frames + 30)
-        # Its report says so within one interval; new conferences go to the other node.
-        await asyncio.sleep(3)
-        for _ in range(3):
-            newcomer = await new_room(users, synapse)
-            url, _ = await focus_grant(running_bridge, synapse, users["alice"], newcomer)
-            assert http(url) == other.url
-    finally:
-        await close_all(clients)
-    await wait_until(lambda: draining.process.poll() is not None, timeout=20)
-    assert draining.process.returncode == 0
