@@ -114,20 +114,26 @@ def run_load(server: Any, scenario: Scenario, args: argparse.Namespace, secret: 
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env
             )
-        except subprocess.TimeoutExpired:
-            return {"error": "timeout"}
+        except subprocess.TimeoutExpired as timeout:
+            return {"error": f"timeout, see {keep_log(server, timeout.stdout, timeout.stderr)}"}
         for line in done.stdout.splitlines():
             if line.startswith("RESULT "):
                 result: dict[str, Any] = json.loads(line[7:])
                 if profile:
                     print(profile_summary(profile))
                 return result
-        log = os.path.join(server.workdir, f"loadgen-{server.name}-{time.time():.0f}.log")
-        with open(log, "w") as f:
-            f.write(done.stdout + done.stderr)
-        return {"error": f"no result, see {log}"}
+        return {"error": f"no result, see {keep_log(server, done.stdout, done.stderr)}"}
     finally:
         server.stop()
+
+
+def keep_log(server: Any, stdout: str | bytes | None, stderr: str | bytes | None) -> str:
+    """Write what the load generator printed beside the server's files; return its path."""
+    log = os.path.join(server.workdir, f"loadgen-{server.name}-{time.time():.0f}.log")
+    with open(log, "w") as f:
+        for output in (stdout, stderr):
+            f.write(output.decode(errors="replace") if isinstance(output, bytes) else output or "")
+    return log
 
 
 def sweep(server: Any, spec: Sweep, args: argparse.Namespace, secret: bytes) -> list[dict]:

@@ -170,7 +170,10 @@ class WorkerPlane(MediaPlane):
         assert process.stdin is not None
         process.stdin.write(pickle.dumps(spec))
         process.stdin.close()
-        worker.session = ClientSession(connector=UnixConnector(worker.socket_path))
+        # Every participant's signalling holds one connection to its worker for the whole
+        # call: no pool limit (aiohttp's default of 100 left the 101st participant of a worker
+        # waiting forever); the bridge's own limits bound them.
+        worker.session = ClientSession(connector=UnixConnector(worker.socket_path, limit=0))
         control = await self._connect(worker, process)
         started: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         channel = Channel(
