@@ -12,21 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 import asyncio
-import sqlite3
 
 from livekit.protocol import models, rtc
 
-from bridge.focus.livekit_ids import room_alias_for
-from bridge.focus.tokens import FocusGrant, FocusTokens, VideoGrants
 from demo.bridge_process import BridgeProcess, edit_config
 from demo.livekit_client import LiveKitClient
+from demo.minted_tokens import MintedTokens, bridge_secret
 from demo.synapse import SERVER_NAME, Synapse
 
 from .common import pin
 from .peers import Peer, Publisher
-
-SECRET_NAME = "focus_token_key"
-SLOT = "m.call#ROOM"
 
 
 class BridgeServer:
@@ -67,9 +62,7 @@ class BridgeServer:
         return self.bridge.pid
 
     def secret(self) -> bytes:
-        with sqlite3.connect(self.workdir / "bridge.db") as db:
-            row = db.execute("SELECT value FROM secret WHERE name = ?", (SECRET_NAME,)).fetchone()
-        return str(row[0]).encode()
+        return bridge_secret(self.bridge)
 
     def start(self) -> None:
         self.bridge.start()
@@ -109,7 +102,7 @@ class OursDriver:
 
     def __init__(self, url: str, secret: bytes) -> None:
         self.url = url
-        self._tokens = FocusTokens(secret, 3600)
+        self._tokens = MintedTokens(secret)
         self._publishers: dict[int, int] = {}
         self._clients = 0
 
@@ -140,12 +133,4 @@ class OursDriver:
         self._clients += 1
         room_id = f"!bench{meeting}:{SERVER_NAME}"
         user_id = f"@bench{self._clients}:{SERVER_NAME}"
-        grant = FocusGrant(
-            identity=f"{user_id}:BENCH",
-            user_id=user_id,
-            device_id="BENCH",
-            room_id=room_id,
-            slot_id=SLOT,
-            video=VideoGrants(room_alias_for(room_id, SLOT), True, True),
-        )
-        return BenchClient(self.url, self._tokens.issue(grant))
+        return BenchClient(self.url, self._tokens.issue(user_id, room_id))
