@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 import contextlib
 import shutil
@@ -115,6 +115,21 @@ async def bridge_running_on(
             assert bridge.stop() == 0
 
 
+@contextmanager
+def config_edited(
+    bridge: BridgeProcess, directory: Path, settings: dict[str, Any]
+) -> Iterator[None]:
+    """``settings`` in the bridge's config (the session's, shared by every module) until the
+    end; then its usual config comes back."""
+    saved = directory / "saved-config.yaml"
+    shutil.copy(bridge.config_path, saved)
+    edit_config(bridge.config_path, settings)
+    try:
+        yield
+    finally:
+        shutil.copy(saved, bridge.config_path)
+
+
 @asynccontextmanager
 async def bridge_reachable_from(
     netns: Namespace,
@@ -124,24 +139,22 @@ async def bridge_reachable_from(
 ) -> AsyncIterator[BridgeProcess]:
     """The bridge running with its focus and media also on this machine's end of the link to
     ``netns`` (and ``settings`` more of its config); its usual config comes back after."""
-    saved = directory / "saved-config.yaml"
-    shutil.copy(bridge.config_path, saved)
     bridge.focus_host = netns.host_address
-    edit_config(
-        bridge.config_path,
-        {
-            "focus.hostname": netns.host_address,
-            "focus.public_url": bridge.focus_url,
-            "media.bind_addresses": ["127.0.0.1", netns.host_address],
-            **settings,
-        },
-    )
     try:
-        async with bridge_running_on(bridge, "sqlite", directory) as it:
-            yield it[0]
+        with config_edited(
+            bridge,
+            directory,
+            {
+                "focus.hostname": netns.host_address,
+                "focus.public_url": bridge.focus_url,
+                "media.bind_addresses": ["127.0.0.1", netns.host_address],
+                **settings,
+            },
+        ):
+            async with bridge_running_on(bridge, "sqlite", directory) as it:
+                yield it[0]
     finally:
         bridge.focus_host = "127.0.0.1"
-        shutil.copy(saved, bridge.config_path)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
