@@ -1,11 +1,13 @@
 """Media workers of a running bridge (``media.workers: 2``): conferences spread over both,
 each worker's one UDP port carries all its participants, a worker killed with SIGKILL ends
-only its calls (and comes back), and SIGTERM drains a worker."""
+only its calls (and comes back), SIGTERM drains a worker, and a worker serves more than a
+hundred participants."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+import asyncio
 import contextlib
 import os
 import re
@@ -15,15 +17,19 @@ from mautrix.types import Membership, RoomID, UserID
 from ruamel.yaml import YAML
 import pytest
 
-from demo.bridge_process import BridgeProcess, edit_config
+from demo.bridge_process import BridgeProcess
 from demo.livekit_client import LiveKitClient, focus_token, wait_until
 from demo.matrix_client import matrix_client, wait_for_membership, wait_for_message
-from demo.synapse import MatrixUser, Synapse
+from demo.minted_tokens import MintedTokens, bridge_secret
+from demo.synapse import SERVER_NAME, MatrixUser, Synapse
 
-from .conftest import bridge_running_on
+from .conftest import bridge_running_on, config_edited
 from .support.calls import BOT, CALL_MEMBER, LUMAS, decodes
 
 DRAIN_GRACE_S = 10
+CROWD = 110
+"""Participants of one conference (so of one worker): more than aiohttp's default pool of 100
+connections, which the bridge's connections to a worker once had."""
 CANDIDATE_PORT = re.compile(r"^a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", re.MULTILINE)
 
 
@@ -31,13 +37,19 @@ CANDIDATE_PORT = re.compile(r"^a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host", 
 async def running_bridge(
     bridge_home: BridgeProcess, synapse: Synapse, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[BridgeProcess]:
-    """The bridge with two media workers and a short drain grace."""
-    edit_config(bridge_home.config_path, {"media.workers": 2, "media.drain_grace": DRAIN_GRACE_S})
-    try:
-        async with bridge_running_on(bridge_home, "sqlite", tmp_path_factory.mktemp("db")) as it:
+    """The bridge with two media workers and a short drain grace, admitting callers of rooms
+    without its bot (with minted tokens), a crowd of them in one call from one address."""
+    directory = tmp_path_factory.mktemp("db")
+    settings = {
+        "media.workers": 2,
+        "media.drain_grace": DRAIN_GRACE_S,
+        "focus.rooms_without_bot": "bridge_permissions",
+        "focus.limits.max_connections_per_ip": 2 * CROWD,
+        "media.limits.participants_per_room": CROWD,
+    }
+    with config_edited(bridge_home, directory, settings):
+        async with bridge_running_on(bridge_home, "sqlite", directory) as it:
             yield it[0]
-    finally:
-        edit_config(bridge_home.config_path, {"media.workers": "auto", "media.drain_grace": 30})
 
 
 class Calls:
@@ -171,3 +183,27 @@ async def test_sigterm_drains_a_worker(calls: Calls) -> None:
         await client.wait_closed(timeout=DRAIN_GRACE_S + 15)
     await wait_until(lambda: calls.starts(index) == starts + 1)
     await still_flowing(other[1], other[0])
+
+
+async def test_a_worker_signals_to_more_than_a_hundred_participants(
+    running_bridge: BridgeProcess,
+) -> None:
+    """Each participant's signalling holds a connection to its conference's worker for the
+    whole call: every one of a crowd in one conference gets its join response. (Last in the
+    module: the crowd's worker reports its load a moment later, which would sway the
+    placements other tests check.)"""
+    tokens = MintedTokens(bridge_secret(running_bridge))
+    room = f"!crowd:{SERVER_NAME}"
+    clients = [
+        LiveKitClient(running_bridge.focus_url, tokens.issue(f"@crowd{i}:{SERVER_NAME}", room))
+        for i in range(CROWD)
+    ]
+    joins = [asyncio.ensure_future(client.connect()) for client in clients]
+    try:
+        done, waiting = await asyncio.wait(joins, timeout=20)
+        assert len(waiting) == 0, f"{len(waiting)} of {CROWD} participants got no join response"
+        assert len({join.result().room.name for join in done}) == 1
+    finally:
+        for join in joins:
+            join.cancel()
+        await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
