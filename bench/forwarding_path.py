@@ -127,7 +127,7 @@ async def fan_out(subscribers: int, packets: int) -> tuple[float, int, int]:
         subscription.ssrc = 0x10000 + i
         subscription._payload_types = {"video/vp8": 100}
         subscription.switch(track)
-        subscription._output = seams.RtpOutput(transport, subscription)  # type: ignore[arg-type]
+        subscription._output = seams.RtpOutput(transport, subscription.lane)  # type: ignore[arg-type]
         subscriptions.append(subscription)
     layer: Layer = track.layers[0]
     stream = video_packets(packets)

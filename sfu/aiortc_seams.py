@@ -5,8 +5,8 @@ keeps it for ICE, DTLS-SRTP keying, SDP and RTCP scaffolding, and takes over the
 a few private seams (measured in ``reference/aiortc-sfu.md`` §1):
 
 * receive: ``RTCDtlsTransport._handle_rtp_data`` / ``_handle_rtcp_data`` (decrypted bytes);
-* send: libsrtp ``srtp_protect`` on pylibsrtp's session, then ``sendto`` on the nominated
-  aioice pair's socket (the ``rawfast`` path, ~15 µs per forwarded packet);
+* send: libsrtp ``srtp_protect`` (pylibsrtp's bundled copy, called from the native outbox of
+  :mod:`sfu.outbox`) on pylibsrtp's session, then the nominated aioice pair's socket;
 * RTCP towards publishers (RR statistics, NACK, PLI) through the idle ``RTCRtpReceiver``;
 * SDP details aiortc does not expose: negotiated codecs/extensions, per-sender msid;
 * ICE host candidates (bind addresses, public IP, port range or the shared sockets of
@@ -52,8 +52,8 @@ import aioice.utils
 import aiortc
 import pylibsrtp
 
+from . import outbox
 from .config import MediaSettings
-from .outbox import MAX_PACKET, Outbox, Owner
 from .udp_mux import MuxedTransport, UdpMux
 
 logger = logging.getLogger(__name__)
@@ -61,10 +61,12 @@ logger = logging.getLogger(__name__)
 TESTED_AIORTC = ((1, 14), (1, 17))
 """Half-open range of aiortc minor versions the seams are known to work with."""
 
-OUTBOX = Outbox()
-"""The slots outgoing RTP and RTCP are written into, protected in and sent from (single
-thread: the event loop's)."""
-_TX_LEN = ffi.new("int *")
+OUTBOX = outbox.Outbox(
+    int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
+    int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect_rtcp"))),
+)
+"""Where outgoing RTP and RTCP is rewritten, protected and queued (single thread: the event
+loop's)."""
 
 
 class SeamError(RuntimeError):
@@ -99,6 +101,11 @@ async def self_test() -> None:
     _require(aioice.ice, ["CONSENT_INTERVAL", "CONSENT_FAILURES", "StunProtocol"], "aioice.ice")
     _require(lib, ["srtp_protect", "srtp_protect_rtcp"], "pylibsrtp binding")
     _require(pylibsrtp.Session, ["protect"], "pylibsrtp.Session")
+    protect = [arg.cname for arg in ffi.typeof(lib.srtp_protect).args]
+    if protect != ["struct srtp_ctx_t_ *", "void *", "int *"]:
+        raise SeamError(f"pylibsrtp: srtp_protect{tuple(protect)}, expected libsrtp 2's")
+    outbound = pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    _require(pylibsrtp.Session(outbound), ["_srtp"], "pylibsrtp.Session")
     pc = RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
     try:
         transceiver = pc.addTransceiver("video", direction="sendonly")
@@ -614,62 +621,53 @@ def sender_cname(sender: RTCRtpSender) -> str:
 
 
 class RtpOutput:
-    """Protect what was written into ``OUTBOX.slot`` with the transport's SRTP session,
-    and send it, without a task or a copy.
+    """One outgoing stream's lane (:mod:`sfu.outbox`) bound to the transport it goes out on:
+    the transport's SRTP session, and its nominated pair's socket and remote address.
 
-    On a plain UDP pair the datagram is queued in the outbox, which sends it with the others
-    of the same fan-out in one ``sendmmsg`` (:mod:`sfu.outbox`; the forwarding path flushes
-    it); a full socket buffer drops it, as SFUs do, instead of queueing. Relayed (TURN) pairs,
-    and systems without ``sendmmsg``, send each datagram at once. RTCP the SFU writes itself
-    (translated sender reports) takes the same way.
+    On a plain UDP pair datagrams are queued in the outbox, which sends those of one fan-out
+    together (the forwarding path flushes it); a full socket buffer drops them, as SFUs do,
+    instead of queueing. Relayed (TURN) pairs send each datagram at once. RTCP the SFU writes
+    itself (translated sender reports) takes the same way.
     """
 
-    __slots__ = ("_addr", "_destination", "_owner", "_sendto", "_srtp")
+    __slots__ = ("_addr", "_lane", "_sendto", "_session")
 
-    def __init__(self, dtls: RTCDtlsTransport, owner: Owner) -> None:
+    def __init__(self, dtls: RTCDtlsTransport, lane: Any) -> None:
         private = _private(dtls)
-        self._srtp = private._tx_srtp._srtp[0]
+        self._session = private._tx_srtp
+        """Kept: the lane points into this SRTP session."""
         pair = private.transport._connection._nominated[1]
         self._addr = pair.remote_addr
         transport = pair.protocol.transport
         sock = getattr(transport, "_sock", None)
         self._sendto = sock.sendto if sock is not None else transport.sendto
-        self._destination = OUTBOX.destination(sock, self._addr)
-        self._owner = owner
+        session = int(ffi.cast("uintptr_t", self._session._srtp[0]))
+        outbox.bind(lane, session, sock, self._addr)
+        self._lane = lane
 
-    def send(self, length: int, rtcp: bool = False) -> bool:
-        """Protect and send (or queue) the ``length`` bytes written into ``OUTBOX.slot``."""
-        outbox = OUTBOX
-        _TX_LEN[0] = length
-        protect = _srtp_protect_rtcp if rtcp else _srtp_protect
-        if protect(self._srtp, outbox.pointer, _TX_LEN) != 0:
-            return False
-        destination = self._destination
-        if destination is not None:
-            outbox.queue(destination, _TX_LEN[0], self._owner, length)
-            return True
-        try:
-            self._sendto(outbox.slot[: _TX_LEN[0]], self._addr)
-        except OSError:
-            return False
-        return True
+    def send_unqueued(self, length: int) -> None:
+        """Send the RTP datagram of ``length`` bytes the outbox left to the caller (a relayed
+        pair); if it cannot be sent, it comes off the lane's counters."""
+        if not self._send_now(length):
+            lane = self._lane
+            lane.packets_sent -= 1
+            lane.octets_sent -= len(OUTBOX.loaded or b"") - 12
 
     def send_rtcp(self, packet: bytes) -> bool:
         """Protect and send one RTCP packet at once."""
-        length = len(packet)
-        if length > MAX_PACKET:
-            return False
-        OUTBOX.slot[:length] = packet
-        sent = self.send(length, rtcp=True)
+        length = OUTBOX.send_rtcp(self._lane, packet)
         OUTBOX.flush()
-        return sent
+        return length > 0 or (length < 0 and self._send_now(-length))
+
+    def _send_now(self, length: int) -> bool:
+        try:
+            self._sendto(OUTBOX.unqueued(length), self._addr)
+        except OSError:
+            return False
+        return True
 
 
 def flush_output() -> None:
     """Send what :class:`RtpOutput` queued (after each fan-out, and each batch of
     retransmissions)."""
     OUTBOX.flush()
-
-
-_srtp_protect = lib.srtp_protect
-_srtp_protect_rtcp = lib.srtp_protect_rtcp

@@ -8,55 +8,55 @@ layer later). A source segment starts at a key frame: sequence numbers then cont
 
 from __future__ import annotations
 
+from typing import Any
 import random
 import time
 
+from ._fanout import ffi, lib
+
 
 class SequenceRewriter:
-    """Maps (publisher seq, ts) to (subscriber seq, ts) for the current source segment."""
+    """Maps (publisher seq, ts) to (subscriber seq, ts) for the current source segment.
 
-    __slots__ = (
-        "_clock_rate",
-        "_last_time",
-        "_segment_start",
-        "last_seq",
-        "last_ts",
-        "seq_offset",
-        "ts_offset",
-    )
+    The mapping lives in the stream's lane (:mod:`sfu.outbox`), where the native forwarding
+    path applies it to every packet; segments start here.
+    """
 
-    def __init__(self, clock_rate: int) -> None:
+    __slots__ = ("_clock_rate", "_lane", "_out")
+
+    def __init__(self, lane: Any, clock_rate: int) -> None:
         self._clock_rate = clock_rate
-        self.seq_offset = 0
-        self.ts_offset = 0
-        self.last_seq = random.getrandbits(15)
-        self.last_ts = random.getrandbits(32)
-        self._last_time = 0.0
-        self._segment_start = -1
+        self._lane = lane
+        self._out = ffi.new("unsigned int[2]")
+        lane.last_seq = random.getrandbits(15)
+        lane.last_ts = random.getrandbits(32)
+
+    @property
+    def ts_offset(self) -> int:
+        return int(self._lane.ts_offset)
 
     def start_segment(self, seq: int, ts: int, now: float | None = None) -> None:
         """Make the packet (``seq``, ``ts``) follow the last packet sent, whatever its source."""
+        lane = self._lane
         now = time.monotonic() if now is None else now
-        elapsed = max(1, int((now - self._last_time) * self._clock_rate)) if self._last_time else 1
-        self.seq_offset = (self.last_seq + 1 - seq) & 0xFFFF
-        self.ts_offset = (self.last_ts + elapsed - ts) & 0xFFFFFFFF
-        self._segment_start = seq
+        last_time = lane.last_time
+        elapsed = max(1, int((now - last_time) * self._clock_rate)) if last_time else 1
+        lane.seq_offset = (lane.last_seq + 1 - seq) & 0xFFFF
+        lane.ts_offset = (lane.last_ts + elapsed - ts) & 0xFFFFFFFF
+        lane.segment_start = seq
 
     def rewrite(self, seq: int, ts: int, now: float) -> tuple[int, int] | None:
-        """Outgoing (seq, ts), or None for a packet older than the current segment."""
-        if (seq - self._segment_start) & 0x8000:
+        """Outgoing (seq, ts) as the forwarding path maps them (and counts them as the last
+        sent), or None for a packet older than the current segment."""
+        out = self._out
+        if not lib.sfu_rewrite(self._lane, seq, ts, now, out):
             return None
-        out_seq = (seq + self.seq_offset) & 0xFFFF
-        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
-        if not (out_seq - self.last_seq) & 0x8000:
-            self.last_seq = out_seq
-            self.last_ts = out_ts
-            self._last_time = now
-        return out_seq, out_ts
+        return int(out[0]), int(out[1])
 
     def source_seq(self, out_seq: int) -> int | None:
         """Publisher sequence number for a subscriber one (NACK), if in the current segment."""
-        seq = (out_seq - self.seq_offset) & 0xFFFF
-        if self._segment_start < 0 or (seq - self._segment_start) & 0x8000:
+        segment_start = self._lane.segment_start
+        seq = (out_seq - self._lane.seq_offset) & 0xFFFF
+        if segment_start < 0 or (seq - segment_start) & 0x8000:
             return None
         return seq

@@ -2,9 +2,9 @@
 
 A subscription owns a sender slot (an aiortc transceiver whose sender never encodes) on one of
 the subscriber's transports: its own SSRC, a source track that can be switched, sequence /
-timestamp / VP8 PictureID rewriting and key-frame gating. Packets are written into the
-outbox's next slot, rewritten in place and protected and queued by
-:class:`~sfu.aiortc_seams.RtpOutput`; whoever forwards flushes the outbox afterwards.
+timestamp / VP8 PictureID rewriting and key-frame gating. What it decides per packet (whether
+to send, and the header and ids to send with) goes to the native outbox (:mod:`sfu.outbox`),
+which copies, rewrites, protects and queues; whoever forwards flushes the outbox afterwards.
 
 Of a simulcast source it forwards one layer: the smallest that fills the subscriber's tile
 (:meth:`Subscription.prefer_size`), or the one asked for (:meth:`Subscription.prefer_layer`),
@@ -19,11 +19,10 @@ import time
 
 from aiortc.rtp import RtcpReceiverInfo
 
-from . import aiortc_seams as seams, rtcp, vp8
+from . import aiortc_seams as seams, outbox, rtcp, vp8
 from .aiortc_seams import OUTBOX
-from .outbox import MAX_PACKET
 from .rewriter import SequenceRewriter
-from .rtp import HEADER, REWRITE
+from .rtp import HEADER
 from .simulcast import choose_layer
 from .vp8 import PictureIdRewriter, Vp8Info
 
@@ -46,7 +45,8 @@ class Subscription:
         self.transport_id = transport_id
         self.kind = kind
         self.transceiver: RTCRtpTransceiver | None = None
-        self.ssrc = 0
+        self.lane = outbox.lane()
+        """Where its packets go, and their counters (C memory, read by the native outbox)."""
         self.source: PublishedTrack | None = None
         self.layer: Layer | None = None
         """The source's layer being forwarded (None until the first key frame)."""
@@ -57,8 +57,6 @@ class Subscription:
         self.congested = False
         """Paused by bandwidth adaptation: its downlink cannot carry even the lowest layer."""
         self._halted = False
-        self.packets_sent = 0
-        self.octets_sent = 0
         self.retransmitted = 0
         self.nacked = 0
         """Packets the subscriber asked for again."""
@@ -85,8 +83,8 @@ class Subscription:
         self._waiting = True
         self._target: Layer | None = None
         self._preference: tuple[int, int] | int | None = None
-        self._rewriter = SequenceRewriter(90000 if kind == "video" else 48000)
-        self._picture_ids = PictureIdRewriter()
+        self._rewriter = SequenceRewriter(self.lane, 90000 if kind == "video" else 48000)
+        self._picture_ids = PictureIdRewriter(self.lane)
 
     def bind(self, transceiver: RTCRtpTransceiver) -> None:
         """Attach the sender slot this stream goes out on (its SSRC is announced in SDP)."""
@@ -95,6 +93,23 @@ class Subscription:
         seams.park_rtcp(transceiver.sender)
         if self._msid is not None:
             seams.set_msid(transceiver.sender, *self._msid)
+
+    @property
+    def ssrc(self) -> int:
+        return int(self.lane.ssrc)
+
+    @ssrc.setter
+    def ssrc(self, ssrc: int) -> None:
+        self.lane.ssrc = ssrc
+
+    @property
+    def packets_sent(self) -> int:
+        return int(self.lane.packets_sent)
+
+    @property
+    def octets_sent(self) -> int:
+        """Payload octets sent (as RTCP sender reports count them)."""
+        return int(self.lane.octets_sent)
 
     @property
     def mid(self) -> str | None:
@@ -227,7 +242,7 @@ class Subscription:
         }
         self._select_payload_type()
         if self._output is None:
-            self._output = seams.RtpOutput(dtls, self)
+            self._output = seams.RtpOutput(dtls, self.lane)
             self._waiting = True
             layer = self._awaited()
             if layer is not None:
@@ -242,7 +257,7 @@ class Subscription:
 
     def _select_payload_type(self) -> None:
         codec = self.source.codec.lower() if self.source is not None else ""
-        self._payload_type = self._payload_types.get(codec, -1)
+        self._payload_type = self.lane.payload_type = self._payload_types.get(codec, -1)
 
     # ------------------------------------------------------------------ RTP
 
@@ -270,9 +285,11 @@ class Subscription:
                 return
             self._waiting = False
             self._rewriter.start_segment(seq, ts, now)
-        out = self._rewriter.rewrite(seq, ts, now)
-        if out is not None:
-            self._emit(packet, out[0], out[1], info)
+        if packet is not OUTBOX.loaded:
+            OUTBOX.load(packet, info)
+        length = OUTBOX.forward(self.lane, seq, ts, now)
+        if length < 0:
+            self._output.send_unqueued(-length)
 
     def _enter(self, layer: Layer) -> None:
         """Forward ``layer`` from its key frame on: a new segment, ids continued."""
@@ -281,24 +298,15 @@ class Subscription:
         self._waiting = True
         self._picture_ids.switch()
 
-    def _emit(self, packet: bytes, seq: int, ts: int, info: Vp8Info | None) -> None:
-        length = len(packet)
+    def _retransmit(self, packet: bytes, seq: int, ts: int, info: Vp8Info | None) -> None:
         output = self._output
-        if length > MAX_PACKET or output is None:
+        if output is None:
             return
-        buf = OUTBOX.slot
-        buf[:length] = packet
-        REWRITE.pack_into(buf, 1, (packet[1] & 0x80) | self._payload_type, seq, ts, self.ssrc)
-        if info is not None:
-            self._picture_ids.rewrite(buf, info)
-        if output.send(length):
-            self.packets_sent += 1
-            self.octets_sent += length - 12
-
-    def unsent(self, length: int) -> None:
-        """The socket refused a packet counted as sent (a full buffer): it was lost."""
-        self.packets_sent -= 1
-        self.octets_sent -= length - 12
+        if packet is not OUTBOX.loaded:
+            OUTBOX.load(packet, info)
+        length = OUTBOX.send_rtp(self.lane, seq, ts)
+        if length < 0:
+            output.send_unqueued(-length)
 
     # ------------------------------------------------------------------ RTCP (rtcp.FeedbackTarget)
 
@@ -321,7 +329,7 @@ class Subscription:
                 continue
             _, _, _, ts, _ = HEADER.unpack_from(packet)
             info = vp8.parse(packet, 12 + 4 * (packet[0] & 0x0F)) if source.track.is_vp8 else None
-            self._emit(packet, out_seq, (ts + self._rewriter.ts_offset) & 0xFFFFFFFF, info)
+            self._retransmit(packet, out_seq, (ts + self._rewriter.ts_offset) & 0xFFFFFFFF, info)
             self.retransmitted += 1
         seams.flush_output()
 

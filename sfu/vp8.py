@@ -7,7 +7,9 @@ unencrypted precisely so that SFUs can find them).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from ._fanout import ffi, lib
 
 
 class Vp8Info(NamedTuple):
@@ -93,45 +95,24 @@ class PictureIdRewriter:
     """Keeps one subscriber's PictureID and TL0PICIDX continuous across source switches.
 
     Decoders treat a jump in PictureID as loss; after a switch to another publisher or simulcast
-    layer the outgoing ids must continue from the last one sent.
+    layer the outgoing ids must continue from the last one sent. The ids live in the stream's
+    lane (:mod:`sfu.outbox`), whose native forwarding path rewrites them in every packet.
     """
 
-    __slots__ = ("_last_pid", "_last_tl0", "_pid_offset", "_rebase", "_tl0_offset")
+    __slots__ = ("_lane", "_out")
 
-    def __init__(self) -> None:
-        self._pid_offset = 0
-        self._tl0_offset = 0
-        self._last_pid = -1
-        self._last_tl0 = -1
-        self._rebase = False
+    def __init__(self, lane: Any) -> None:
+        self._lane = lane
+        self._out = ffi.new("int[2]")
 
     def switch(self) -> None:
         """The next packet starts a new source; continue the ids from the last ones sent."""
-        self._rebase = True
+        self._lane.rebase = 1
 
-    def rewrite(self, buf: bytearray | memoryview, info: Vp8Info) -> None:
-        """Rewrite the ids of the packet in ``buf`` (same layout as parsed) in place."""
-        pid = info.picture_id
-        if pid >= 0:
-            mask = (1 << info.picture_id_bits) - 1
-            if self._rebase:
-                self._pid_offset = (self._last_pid + 1 - pid) if self._last_pid >= 0 else 0
-            out = (pid + self._pid_offset) & mask
-            if out != pid:
-                pos = info.picture_id_pos
-                if info.picture_id_bits == 15:
-                    buf[pos] = 0x80 | (out >> 8)
-                    buf[pos + 1] = out & 0xFF
-                else:
-                    buf[pos] = out
-            if self._last_pid < 0 or ((out - self._last_pid) & mask) < (mask >> 1):
-                self._last_pid = out
-        tl0 = info.tl0picidx
-        if tl0 >= 0:
-            if self._rebase:
-                self._tl0_offset = (self._last_tl0 + 1 - tl0) if self._last_tl0 >= 0 else 0
-            out = (tl0 + self._tl0_offset) & 0xFF
-            buf[info.tl0picidx_pos] = out
-            if self._last_tl0 < 0 or ((out - self._last_tl0) & 0xFF) < 0x80:
-                self._last_tl0 = out
-        self._rebase = False
+    def rewrite(self, info: Vp8Info) -> tuple[int, int]:
+        """The outgoing PictureID and TL0PICIDX of the packet ``info`` describes (-1 for
+        either it lacks), as the forwarding path writes them (and counts them as sent)."""
+        lib.sfu_rewrite_ids(
+            self._lane, info.picture_id, info.picture_id_bits, info.tl0picidx, self._out
+        )
+        return int(self._out[0]), int(self._out[1])

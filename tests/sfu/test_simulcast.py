@@ -11,6 +11,7 @@ import struct
 
 from aiortc import RTCPeerConnection
 from packets import rtp, vp8_payload
+from srtp_lanes import Lane
 import pytest
 
 from sfu import Subscription, TrackInfo, TrackKind, vp8
@@ -125,14 +126,16 @@ def test_vp8_key_frame_size() -> None:
 
 
 class Output:
-    """Records what the subscription would send."""
+    """Stands in for the subscriber's transport, a relayed one (the outbox leaves each datagram
+    to it): records the sequence number and PictureID of each packet, decrypted."""
 
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
+    def __init__(self, subscription: Subscription) -> None:
+        self.lane = Lane(None, ("127.0.0.1", 9), subscription.ssrc, subscription.lane)
+        self.sent: list[tuple[int, int]] = []
 
-    def send(self, length: int) -> bool:
-        self.sent.append(bytes(OUTBOX.slot[:length]))
-        return True
+    def send_unqueued(self, length: int) -> None:
+        packet = self.lane.rx.unprotect(OUTBOX.unqueued(length))
+        self.sent.append((HEADER.unpack_from(packet)[2], vp8.parse(packet, 12).picture_id))
 
 
 @pytest.fixture
@@ -158,8 +161,8 @@ async def track() -> AsyncIterator[PublishedTrack]:
 
 def subscribe(track: PublishedTrack) -> tuple[Subscription, Output]:
     subscription = Subscription("bob", "bob#1", "video")
-    output = Output()
-    subscription._output = output
+    output = Output(subscription)
+    subscription._output = output  # type: ignore[assignment]
     subscription._payload_types = {"video/vp8": 100}
     subscription.switch(track)
     return subscription, output
@@ -202,9 +205,7 @@ class Publisher:
 
 def sent_ids(output: Output) -> list[tuple[int, int]]:
     """(sequence number, PictureID) of each packet sent."""
-    return [
-        (HEADER.unpack_from(packet)[2], vp8.parse(packet, 12).picture_id) for packet in output.sent
-    ]
+    return output.sent
 
 
 async def test_rid_routing_binds_one_ssrc_per_layer(track: PublishedTrack) -> None:

@@ -22,7 +22,7 @@ from aiortc.rtp import (
 from packets import rtp, vp8_payload
 import pytest
 
-from sfu import h264, rtcp, vp8
+from sfu import h264, outbox, rtcp, vp8
 from sfu.history import PacketHistory
 from sfu.rewriter import SequenceRewriter
 from sfu.rtp import NO_AUDIO_LEVEL, MalformedPacket, canonicalize, unwrap_rtx
@@ -85,16 +85,12 @@ def test_vp8_descriptor() -> None:
 
 
 def test_picture_ids_continue_across_switch() -> None:
-    rewriter = vp8.PictureIdRewriter()
+    rewriter = vp8.PictureIdRewriter(outbox.lane())
     out = []
     for pid, tl0 in ((100, 5), (101, 6), (9000, 200), (9001, 201)):
         if pid == 9000:
             rewriter.switch()
-        buf = bytearray(rtp(payload=vp8_payload(pid=pid, tl0=tl0)))
-        info = vp8.parse(bytes(buf), 12)
-        rewriter.rewrite(buf, info)
-        after = vp8.parse(bytes(buf), 12)
-        out.append((after.picture_id, after.tl0picidx))
+        out.append(rewriter.rewrite(vp8.parse(rtp(payload=vp8_payload(pid=pid, tl0=tl0)), 12)))
     assert out == [(100, 5), (101, 6), (102, 7), (103, 8)]
 
 
@@ -117,7 +113,7 @@ def test_history_keeps_latest_per_slot() -> None:
 
 
 def test_rewriter_is_continuous_across_sources() -> None:
-    rewriter = SequenceRewriter(90000)
+    rewriter = SequenceRewriter(outbox.lane(), 90000)
     rewriter.start_segment(1000, 50_000, now=10.0)
     first = rewriter.rewrite(1000, 50_000, 10.0)
     second = rewriter.rewrite(1001, 53_000, 10.033)
