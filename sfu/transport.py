@@ -134,6 +134,7 @@ class Transport:
         self.downlink = DownlinkEstimator()
         """What the client's downlink carries, from its REMB and receiver reports."""
         self.pc = RTCPeerConnection(rtc_configuration(settings))
+        seams.share_certificate(self.pc)
         self._owner = owner
         self._settings = settings
         self._udp_mux = udp_mux
@@ -197,6 +198,7 @@ class Transport:
         offer = await self.pc.createOffer()
         seams.prepare_ice(self.pc, self._settings, self._udp_mux)
         await self.pc.setLocalDescription(offer)
+        seams.share_descriptions(self.pc)
         self._await_connection()
         return self.pc.localDescription.sdp
 
@@ -354,6 +356,7 @@ class Transport:
     # ------------------------------------------------------------------ negotiation results
 
     def _negotiated(self, track_ids: Mapping[str, str]) -> None:
+        seams.share_descriptions(self.pc)
         self._await_connection()
         for transceiver in self.pc.getTransceivers():
             self._hook(transceiver.receiver.transport)
