@@ -27,6 +27,7 @@ from typing import Any
 from collections import Counter
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -55,6 +56,46 @@ def rss() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
+def mappings() -> Counter[str]:
+    """Resident bytes by kind of mapping: the C heap (``brk``), anonymous mappings (large
+    ``malloc`` blocks, Python's arenas, thread stacks) and files (code)."""
+    found: Counter[str] = Counter()
+    kind = ""
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if not line[0].isupper():
+                path = fields[5] if len(fields) > 5 else ""
+                kind = "heap" if path == "[heap]" else "file" if path.startswith("/") else "anon"
+            elif fields[0] == "Rss:":
+                found[kind] += int(fields[1]) * 1024
+    return found
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            *("arena", "ordblks", "smblks", "hblks", "hblkhd"),
+            *("usmblks", "fsmblks", "uordblks", "fordblks", "keepcost"),
+        )
+    ]
+
+
+def malloc_use() -> Counter[str]:
+    """glibc's own account: bytes in use in its heaps, free in them, and in blocks it mapped
+    on their own (``mmap``); empty where glibc lacks ``mallinfo2``."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except AttributeError:
+        return Counter()
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return Counter(
+        {"malloc used": info.uordblks, "malloc free": info.fordblks, "mmap": info.hblkhd}
+    )
+
+
 # ------------------------------------------------------------------------------ SFU process
 
 
@@ -81,12 +122,14 @@ class Probe:
 
     def __init__(self) -> None:
         self.rss = 0
+        self.mappings: Counter[str] = Counter()
         self.snapshot: tracemalloc.Snapshot | None = None
         self.types: Counter[str] = Counter()
 
     def mark(self) -> None:
         gc.collect()
         self.rss = rss()
+        self.mappings = mappings() + malloc_use()
         self.types = Counter(type(o).__qualname__ for o in gc.get_objects())
         if tracemalloc.is_tracing():
             self.snapshot = tracemalloc.take_snapshot()
@@ -97,6 +140,9 @@ class Probe:
             "rss_kb": round((rss() - self.rss) / n / 1024, 1),
             "threads": threading.active_count(),
         }
+        found = mappings() + malloc_use()
+        found.subtract(self.mappings)
+        result["mappings"] = {kind: round(size / n / 1024, 1) for kind, size in found.items()}
         types = Counter(type(o).__qualname__ for o in gc.get_objects())
         types.subtract(self.types)
         result["types"] = [(name, count / n) for name, count in types.most_common(top)]
@@ -218,6 +264,8 @@ async def meeting(
 def show(title: str, result: dict[str, Any], n: int) -> None:
     print(f"\n== {title}: per participant (meeting of {n})")
     print(f"RSS {result['rss_kb']} KB ({result['threads']} threads in the SFU)", end="")
+    kinds = ", ".join(f"{kind} {size}" for kind, size in sorted(result["mappings"].items()))
+    print(f"; resident KB by mapping: {kinds}", end="")
     if "python_kb" in result:
         print(f", Python allocations {result['python_kb']} KB (tracemalloc)")
         for name, heading in TABLES.items():
