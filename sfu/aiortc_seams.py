@@ -586,10 +586,14 @@ _SHARED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 """Codec, header extension and fingerprint descriptions in use, by value (their ``repr``)."""
 
 
+def _shared(item: Any) -> Any:
+    return _SHARED.setdefault(repr(item), item)
+
+
 def _share(items: list[Any]) -> None:
     """Replace, in place, each item of ``items`` by the process's equal one."""
     for index, item in enumerate(items):
-        shared = _SHARED.setdefault(repr(item), item)
+        shared = _shared(item)
         if shared is not item:
             items[index] = shared
 
@@ -613,8 +617,12 @@ def share_descriptions(pc: RTCPeerConnection) -> None:
         for media in description.media if description is not None else ():
             _share(media.rtp.codecs)
             _share(media.rtp.headerExtensions)
+            _share(media.ice_candidates)
+            if media.ice is not None:
+                media.ice = _shared(media.ice)
             if media.dtls is not None:
                 _share(media.dtls.fingerprints)
+                media.dtls = _shared(media.dtls)
     for transceiver in pc.getTransceivers():
         _share(_private(transceiver)._codecs)
         _share(_private(transceiver)._headerExtensions)
