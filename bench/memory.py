@@ -3,20 +3,25 @@
 One SFU process (``sfu.SFU`` with the shared media port, as the bridge runs it) hosts a
 meeting of N participants as LiveKit clients use it: each has a publisher connection (audio +
 video, offered by the client) and a subscriber connection (offered by the SFU) that receives
-every other participant's two tracks, so 2(N-1) sender slots. The clients are aiortc peers in
-this process, on 127.0.0.1. A warm-up meeting of two joins first and stays, so that imports
-and first-use caches are not counted.
+every other participant's two tracks, so 2(N-1) sender slots. ``--listeners L`` adds
+participants who only receive (a subscriber connection with 2N slots), so ``--n 1
+--listeners 100`` is ``bench.compare``'s fan-out. The clients are aiortc peers in this
+process, on 127.0.0.1. A warm-up meeting of two joins first and stays, so that imports and
+first-use caches are not counted (``bench.compare`` counts them: it divides the growth of a
+freshly started bridge).
 
 Like ``bench.compare`` (which reads the whole bridge's RSS), the SFU's figures are taken once
 every connection is up, before any media flows; ``--media S`` then lets the publishers send
-for S seconds and measures again (retransmission histories filling up). Printed: resident
-memory per participant, Python allocations per participant (``tracemalloc``; the rest of RSS
-is native memory, such as OpenSSL's, and allocator slack), the allocation sites that
-dominate, and the objects added per participant by type.
+for S seconds and measures again (retransmission histories filling up). Printed per
+participant: resident memory, split by mapping (C heap, anonymous mappings such as Python's
+arenas) and by glibc's account (in use, free); Python allocations (``tracemalloc``: the rest of
+what malloc has in use is native, such as OpenSSL's) by file, line and the SFU line that caused
+them; the objects added, by type.
 
-    .venv/bin/python -m bench.memory                  # 10 participants, ~20 s
-    .venv/bin/python -m bench.memory --n 10 --media 5 --top 40
-    .venv/bin/python -m bench.memory --no-trace       # RSS without tracemalloc's overhead
+    .venv/bin/python -m bench.memory                   # 10-person meeting, ~5 s
+    .venv/bin/python -m bench.memory --media 12 --top 40
+    .venv/bin/python -m bench.memory --n 1 --listeners 100 --no-trace
+    .venv/bin/python -m bench.memory --no-trace        # RSS without tracemalloc's overhead
 
 Run from the tree to measure (``PYTHONPATH`` set to it); root is not needed.
 """
@@ -188,8 +193,9 @@ async def sfu_main(port: int, trace: bool) -> None:
                 reply["sdp"] = await transport.accept_offer(message["sdp"], None)
             elif kind == "subscribe":
                 assert conference is not None
-                participant = conference.participant(message["id"])
-                assert participant is not None
+                participant = conference.participant(message["id"]) or conference.join(
+                    message["id"]
+                )
                 transport = participant.add_transport(TransportRole.SUBSCRIBER)
                 reply["sdp"] = await transport.create_offer()
             elif kind == "answer":
@@ -222,10 +228,12 @@ async def meeting(
     writer: asyncio.StreamWriter,
     name: str,
     n: int,
+    listeners: int,
     media: dict[str, list[bytes]],
     gate: asyncio.Event,
 ) -> list[Any]:
-    """N participants publish, then each receives the others; returns their connections."""
+    """``n`` participants publish, then each receives the others, and ``listeners`` receive
+    them all without publishing; returns the clients' connections."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from .common import pre_encoded_track
@@ -241,13 +249,14 @@ async def meeting(
         answer = await rpc(reader, writer, message | {"sdp": pc.localDescription.sdp})
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         pcs.append(pc)
-    for i in range(n):
+    receivers = [f"p{i}" for i in range(n) if n > 1] + [f"l{i}" for i in range(listeners)]
+    for participant in receivers:
         pc = RTCPeerConnection(rtc_configuration())
-        message = {"type": "subscribe", "conference": name, "id": f"p{i}"}
+        message = {"type": "subscribe", "conference": name, "id": participant}
         offer = await rpc(reader, writer, message)
         await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        message = {"type": "answer", "conference": name, "id": f"p{i}"}
+        message = {"type": "answer", "conference": name, "id": participant}
         await rpc(reader, writer, message | {"sdp": pc.localDescription.sdp})
         pcs.append(pc)
     deadline = time.monotonic() + SETUP_TIMEOUT_S
@@ -261,8 +270,8 @@ async def meeting(
     return pcs
 
 
-def show(title: str, result: dict[str, Any], n: int) -> None:
-    print(f"\n== {title}: per participant (meeting of {n})")
+def show(title: str, result: dict[str, Any], n: int, listeners: int) -> None:
+    print(f"\n== {title}: per participant ({n} publishing, {listeners} listening)")
     print(f"RSS {result['rss_kb']} KB ({result['threads']} threads in the SFU)", end="")
     kinds = ", ".join(f"{kind} {size}" for kind, size in sorted(result["mappings"].items()))
     print(f"; resident KB by mapping: {kinds}", end="")
@@ -279,22 +288,22 @@ def show(title: str, result: dict[str, Any], n: int) -> None:
         print(f"{count:>8.1f} {name}")
 
 
-async def clients_main(port: int, n: int, media_s: float, top: int) -> None:
+async def clients_main(port: int, n: int, listeners: int, media_s: float, top: int) -> None:
     from .common import loopback_only, prepare_media
 
     loopback_only()
     media = prepare_media()
     gate = asyncio.Event()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    pcs = await meeting(reader, writer, "warmup", 2, media, gate)
+    pcs = await meeting(reader, writer, "warmup", 2, 0, media, gate)
     await rpc(reader, writer, {"type": "mark"})
-    pcs += await meeting(reader, writer, "measured", n, media, gate)
-    report = {"type": "report", "n": n, "top": top}
-    show("connected, no media", await rpc(reader, writer, report), n)
+    pcs += await meeting(reader, writer, "measured", n, listeners, media, gate)
+    report = {"type": "report", "n": n + listeners, "top": top}
+    show("connected, no media", await rpc(reader, writer, report), n, listeners)
     if media_s:
         gate.set()
         await asyncio.sleep(media_s)
-        show(f"after {media_s} s of media", await rpc(reader, writer, report), n)
+        show(f"after {media_s} s of media", await rpc(reader, writer, report), n, listeners)
     for pc in pcs:
         await pc.close()
 
@@ -304,7 +313,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("role", nargs="?", default="bench", choices=["bench", "sfu"])
-    parser.add_argument("--n", type=int, default=10, help="participants in the meeting")
+    parser.add_argument("--n", type=int, default=10, help="participants who publish")
+    parser.add_argument("--listeners", type=int, default=0, help="participants who only receive")
     parser.add_argument("--media", type=float, default=0.0, help="seconds of media, then again")
     parser.add_argument("--top", type=int, default=25, help="rows per table")
     parser.add_argument("--no-trace", action="store_true", help="no tracemalloc in the SFU")
@@ -322,7 +332,7 @@ def main() -> None:
         assert sfu.stdout is not None
         if sfu.stdout.readline().strip() != "READY":
             raise RuntimeError("the SFU did not start")
-        asyncio.run(clients_main(port, args.n, args.media, args.top))
+        asyncio.run(clients_main(port, args.n, args.listeners, args.media, args.top))
     finally:
         sfu.kill()
         sfu.wait()
