@@ -288,6 +288,9 @@ class Transport:
     def _bind(self, subscription: Subscription, transceiver: RTCRtpTransceiver) -> None:
         subscription.bind(transceiver)
         self._outbound[subscription.ssrc] = subscription
+        # At once: a slot may wait for its negotiation a while (its subscriber renegotiates
+        # one offer at a time), with a video receiver's ~100 KB of decoding state.
+        seams.lighten_receiver(transceiver.receiver)
 
     async def _bind_offered_slots(self) -> None:
         """On a single transport, give waiting local tracks, then waiting subscriptions, the
