@@ -583,7 +583,7 @@ def rtx_ssrcs(receiver: RTCRtpReceiver) -> dict[int, int]:
 
 
 _SHARED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-"""Codec, header extension and fingerprint descriptions in use, by value (their ``repr``)."""
+"""Parts of session descriptions in use (:func:`share_descriptions`), by value (``repr``)."""
 
 
 def _shared(item: Any) -> Any:
@@ -599,13 +599,15 @@ def _share(items: list[Any]) -> None:
 
 
 def share_descriptions(pc: RTCPeerConnection) -> None:
-    """Let ``pc`` keep one instance of each codec, header extension and DTLS fingerprint
-    description in the process instead of its own copies, call after each description is set.
+    """Let ``pc`` keep one instance of each codec, header extension, ICE candidate, ICE and
+    DTLS parameters (with fingerprints) in the process instead of its own copies; call after
+    each description is set.
 
     aiortc copies them for every transceiver and keeps them again in each media section of the
     descriptions it holds: ~300 codecs with their feedback lists and parameters per
-    participant of a 10-person meeting, nearly all equal. It never changes one once made (it
-    shares its own defaults between transceivers the same way), so equal ones can be one.
+    participant of a 10-person meeting, nearly all equal (and a bundled connection's sections
+    all carry the same ICE and DTLS parameters). It never changes one once made (it shares its
+    own codec defaults between transceivers the same way), so equal ones can be one.
     """
     private = _private(pc)
     for description in (
