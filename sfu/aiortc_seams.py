@@ -11,7 +11,9 @@ a few private seams (measured in ``reference/aiortc-sfu.md`` §1):
 * SDP details aiortc does not expose: negotiated codecs/extensions, per-sender msid;
 * ICE host candidates (bind addresses, public IP, port range or the shared sockets of
   :mod:`sfu.udp_mux`) and consent timing in aioice;
-* ICE restarts asked for by clients, which aiortc ignores: new credentials in aioice.
+* ICE restarts asked for by clients, which aiortc ignores: new credentials in aioice;
+* memory: one DTLS certificate and SSL context per process instead of one per connection, and
+  what aiortc keeps per sender and receiver for encoding and decoding, freed.
 
 Tested with aiortc 1.16.0 (aioice 0.13.0, pylibsrtp 1.0.0); the seams used here have kept their
 signatures since aiortc 1.0. :func:`self_test` runs at SFU start-up and raises
@@ -24,16 +26,18 @@ from __future__ import annotations
 from typing import Any
 from collections.abc import Awaitable, Callable, Iterable
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
+import queue
 import random
+import threading
+import time
 import weakref
 
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, SRTPProtectionProfile
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import (
@@ -45,6 +49,7 @@ from aiortc.rtp import (
     is_rtcp,
     pack_remb_fci,
 )
+from OpenSSL import SSL
 from pylibsrtp._binding import ffi, lib
 import aioice.ice
 import aioice.turn
@@ -106,8 +111,23 @@ async def self_test() -> None:
         raise SeamError(f"pylibsrtp: srtp_protect{tuple(protect)}, expected libsrtp 2's")
     outbound = pylibsrtp.Policy(key=bytes(30), ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
     _require(pylibsrtp.Session(outbound), ["_srtp"], "pylibsrtp.Session")
+    _require(RTCCertificate, ["generateCertificate", "_create_ssl_context"], "RTCCertificate")
+    _require_params(
+        RTCCertificate._create_ssl_context, ["self", "srtp_profiles"], "_create_ssl_context"
+    )
     pc = RTCPeerConnection(aiortc.RTCConfiguration(iceServers=[]))
     try:
+        _require(
+            pc,
+            [
+                "_RTCPeerConnection__certificates",
+                "_RTCPeerConnection__currentLocalDescription",
+                "_RTCPeerConnection__currentRemoteDescription",
+                "_RTCPeerConnection__pendingLocalDescription",
+                "_RTCPeerConnection__pendingRemoteDescription",
+            ],
+            "RTCPeerConnection",
+        )
         transceiver = pc.addTransceiver("video", direction="sendonly")
         sender, receiver = transceiver.sender, transceiver.receiver
         dtls: Any = sender.transport
@@ -120,7 +140,10 @@ async def self_test() -> None:
                 "_ssrc",
                 "_stream_id",
                 "_track_id",
+                "_run_rtp",
                 "_run_rtcp",
+                "_RTCRtpSender__rtp_started",
+                "_RTCRtpSender__rtp_exited",
                 "_RTCRtpSender__rtcp_started",
                 "_RTCRtpSender__rtcp_exited",
                 "_RTCRtpSender__cname",
@@ -138,6 +161,13 @@ async def self_test() -> None:
                 "_RTCRtpReceiver__jitter_buffer",
                 "_RTCRtpReceiver__nack_generator",
                 "_RTCRtpReceiver__remote_bitrate_estimator",
+                "_RTCRtpReceiver__decoder_queue",
+                "_RTCRtpReceiver__decoder_error",
+                "_RTCRtpReceiver__rtcp_started",
+                "_RTCRtpReceiver__rtcp_exited",
+                "_RTCRtpReceiver__started",
+                "_RTCRtpReceiver__stop_decoder",
+                "receive",
                 "_send_rtcp",
             ],
             "RTCRtpReceiver",
@@ -193,6 +223,50 @@ async def self_test() -> None:
         )
     finally:
         await pc.close()
+
+
+# --------------------------------------------------------------------------- DTLS
+
+CERTIFICATE_ROTATION = 24 * 3600.0
+"""Seconds the process's DTLS certificate serves new connections before a new one is made
+(aiortc's certificates are valid for 30 days; a connection keeps the one it started with)."""
+
+
+class _ProcessCertificate(RTCCertificate):
+    """A DTLS certificate shared by the process's connections, with one SSL context per SRTP
+    profile list (aiortc makes a key, a certificate and an OpenSSL context per connection:
+    ~40 KB of native memory each). Janus and mediasoup likewise use one certificate per
+    process: a client checks the fingerprint the signalling gave it, which is the same for all;
+    the private key never leaves the process."""
+
+    def __init__(self, key: Any, cert: Any) -> None:
+        super().__init__(key=key, cert=cert)
+        self.made = time.monotonic()
+        self._contexts: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        profiles = tuple(profile.openssl_profile for profile in srtp_profiles)
+        context = self._contexts.get(profiles)
+        if context is None:
+            context = super()._create_ssl_context(srtp_profiles)
+            # Shared, a session cache would keep a session (and a peer certificate) per
+            # connection; nothing resumes a DTLS-SRTP session anyway.
+            context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            # An idle connection's record buffers (~20 KB) are freed until the next record.
+            context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+            self._contexts[profiles] = context
+        return context
+
+
+_certificate: _ProcessCertificate | None = None
+
+
+def share_certificate(pc: RTCPeerConnection) -> None:
+    """Make ``pc`` (just created, no transport yet) use the process's DTLS certificate."""
+    global _certificate
+    if _certificate is None or time.monotonic() - _certificate.made > CERTIFICATE_ROTATION:
+        _certificate = _ProcessCertificate.generateCertificate()
+    _private(pc)._RTCPeerConnection__certificates = [_certificate]
 
 
 # --------------------------------------------------------------------------- ICE
@@ -453,14 +527,45 @@ def _receive_rtp_directly(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None
         shared.on_data = on_data
 
 
+_LIGHTENED: weakref.WeakSet[RTCRtpReceiver] = weakref.WeakSet()
+
+
 def lighten_receiver(receiver: RTCRtpReceiver) -> None:
     """Free what an aiortc receiver keeps for decoding: its jitter buffer, NACK generator and
-    bitrate estimator (~100 KB for video). The SFU's receivers never see RTP
-    (:func:`hook_transport` takes it before them)."""
+    bitrate estimator (~100 KB for video), its decoder thread with the thread's queue, and,
+    until it starts (the receivers of sender slots never do), its RTCP task's events. The SFU's
+    receivers never see RTP (:func:`hook_transport` takes it before them). Idempotent."""
     private = _private(receiver)
     private._RTCRtpReceiver__jitter_buffer = None
     private._RTCRtpReceiver__nack_generator = None
     private._RTCRtpReceiver__remote_bitrate_estimator = None
+    if receiver in _LIGHTENED:
+        return
+    _LIGHTENED.add(receiver)
+    if private._RTCRtpReceiver__started:
+        _stop_decoder(private)
+        return
+    private._RTCRtpReceiver__decoder_queue = private._RTCRtpReceiver__decoder_error = None
+    private._RTCRtpReceiver__rtcp_started = private._RTCRtpReceiver__rtcp_exited = None
+    receive = private.receive
+
+    async def receive_without_decoder(parameters: Any) -> None:
+        if not private._RTCRtpReceiver__started:
+            # aiortc starts its RTCP task and a decoder thread here, with these
+            private._RTCRtpReceiver__decoder_queue = queue.Queue()
+            private._RTCRtpReceiver__decoder_error = threading.Event()
+            private._RTCRtpReceiver__rtcp_started = asyncio.Event()
+            private._RTCRtpReceiver__rtcp_exited = asyncio.Event()
+        await receive(parameters)
+        _stop_decoder(private)
+
+    private.receive = receive_without_decoder
+
+
+def _stop_decoder(private: Any) -> None:
+    """End the (idle) decoder thread of a started receiver and free its queue."""
+    private._RTCRtpReceiver__stop_decoder()
+    private._RTCRtpReceiver__decoder_queue = private._RTCRtpReceiver__decoder_error = None
 
 
 def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | None:
@@ -482,6 +587,54 @@ def identify_stream(dtls: RTCDtlsTransport, data: bytes) -> RTCRtpReceiver | Non
 def rtx_ssrcs(receiver: RTCRtpReceiver) -> dict[int, int]:
     """RTX SSRC -> media SSRC, as declared in the remote SDP (``a=ssrc-group:FID``)."""
     return dict(_private(receiver)._RTCRtpReceiver__rtx_ssrc)
+
+
+_SHARED: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+"""Parts of session descriptions in use (:func:`share_descriptions`), by value (``repr``)."""
+
+
+def _shared(item: Any) -> Any:
+    return _SHARED.setdefault(repr(item), item)
+
+
+def _share(items: list[Any]) -> None:
+    """Replace, in place, each item of ``items`` by the process's equal one."""
+    for index, item in enumerate(items):
+        shared = _shared(item)
+        if shared is not item:
+            items[index] = shared
+
+
+def share_descriptions(pc: RTCPeerConnection) -> None:
+    """Let ``pc`` keep one instance of each codec, header extension, ICE candidate, ICE and
+    DTLS parameters (with fingerprints) in the process instead of its own copies; call after
+    each description is set.
+
+    aiortc copies them for every transceiver and keeps them again in each media section of the
+    descriptions it holds: ~300 codecs with their feedback lists and parameters per
+    participant of a 10-person meeting, nearly all equal (and a bundled connection's sections
+    all carry the same ICE and DTLS parameters). It never changes one once made (it shares its
+    own codec defaults between transceivers the same way), so equal ones can be one.
+    """
+    private = _private(pc)
+    for description in (
+        private._RTCPeerConnection__currentLocalDescription,
+        private._RTCPeerConnection__currentRemoteDescription,
+        private._RTCPeerConnection__pendingLocalDescription,
+        private._RTCPeerConnection__pendingRemoteDescription,
+    ):
+        for media in description.media if description is not None else ():
+            _share(media.rtp.codecs)
+            _share(media.rtp.headerExtensions)
+            _share(media.ice_candidates)
+            if media.ice is not None:
+                media.ice = _shared(media.ice)
+            if media.dtls is not None:
+                _share(media.dtls.fingerprints)
+                media.dtls = _shared(media.dtls)
+    for transceiver in pc.getTransceivers():
+        _share(_private(transceiver)._codecs)
+        _share(_private(transceiver)._headerExtensions)
 
 
 def offered_direction(transceiver: RTCRtpTransceiver) -> str | None:
@@ -594,25 +747,32 @@ def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
 
 
 _PARKED: weakref.WeakSet[RTCRtpSender] = weakref.WeakSet()
-"""The sender slots the SFU feeds (:func:`park_rtcp`)."""
+"""The sender slots the SFU feeds (:func:`park_sender`)."""
+
+_DONE = asyncio.Event()
+"""Set once and for all: stands for the started and exited events of parked senders' tasks."""
+_DONE.set()
 
 
-def park_rtcp(sender: RTCRtpSender) -> None:
-    """Keep aiortc's RTCP loop of a sender slot the SFU feeds from running (call before the
-    slot is negotiated). Every second it built an SR of packets it never sent (dropped), an
-    SDES, and a task to send them: 7-9 % of the event loop with 400 slots. The SFU sends each
-    stream's SR, translated from the publisher's, with the SDES in the same compound packet
-    instead (:meth:`~sfu.subscription.Subscription.on_sender_report`)."""
+async def _done(*args: object) -> None:
+    """An aiortc sender task that has nothing to do."""
+
+
+def park_sender(sender: RTCRtpSender) -> None:
+    """Keep aiortc's RTP and RTCP loops of a sender slot the SFU feeds from running (call
+    before the slot is negotiated): the SFU writes its packets (:class:`RtpOutput`). The RTP
+    loop waited for frames of a track that has none; the RTCP loop built, every second, an SR
+    of packets it never sent (dropped), an SDES and a task to send them (7-9 % of the event
+    loop with 400 slots). The SFU sends each stream's SR, translated from the publisher's, with
+    the SDES in the same compound packet instead
+    (:meth:`~sfu.subscription.Subscription.on_sender_report`). Their tasks now end at once,
+    and the four events aiortc waits on to stop them are one that is always set: ~6 KB less
+    per slot."""
     private = _private(sender)
     _PARKED.add(sender)
-
-    async def run_rtcp() -> None:
-        private._RTCRtpSender__rtcp_started.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.get_running_loop().create_future()
-        private._RTCRtpSender__rtcp_exited.set()
-
-    private._run_rtcp = run_rtcp
+    private._run_rtp = private._run_rtcp = _done
+    private._RTCRtpSender__rtp_started = private._RTCRtpSender__rtp_exited = _DONE
+    private._RTCRtpSender__rtcp_started = private._RTCRtpSender__rtcp_exited = _DONE
 
 
 def sender_cname(sender: RTCRtpSender) -> str:

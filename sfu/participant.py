@@ -221,7 +221,11 @@ class Participant:
                 if transceiver.kind == "audio"
                 else 0
             ),
-            history_size=conference.settings.history_size,
+            history_size=(
+                conference.settings.audio_history_size
+                if transceiver.kind == "audio"
+                else conference.settings.history_size
+            ),
             keyframe_interval=conference.settings.keyframe_request_interval,
             on_keyframe_request=conference._keyframe_requested,
             on_audio_level=conference._audio_level,

@@ -90,7 +90,7 @@ class Subscription:
         """Attach the sender slot this stream goes out on (its SSRC is announced in SDP)."""
         self.transceiver = transceiver
         self.ssrc = seams.sender_ssrc(transceiver.sender)
-        seams.park_rtcp(transceiver.sender)
+        seams.park_sender(transceiver.sender)
         if self._msid is not None:
             seams.set_msid(transceiver.sender, *self._msid)
 

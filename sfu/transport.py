@@ -134,6 +134,7 @@ class Transport:
         self.downlink = DownlinkEstimator()
         """What the client's downlink carries, from its REMB and receiver reports."""
         self.pc = RTCPeerConnection(rtc_configuration(settings))
+        seams.share_certificate(self.pc)
         self._owner = owner
         self._settings = settings
         self._udp_mux = udp_mux
@@ -197,6 +198,7 @@ class Transport:
         offer = await self.pc.createOffer()
         seams.prepare_ice(self.pc, self._settings, self._udp_mux)
         await self.pc.setLocalDescription(offer)
+        seams.share_descriptions(self.pc)
         self._await_connection()
         return self.pc.localDescription.sdp
 
@@ -286,6 +288,9 @@ class Transport:
     def _bind(self, subscription: Subscription, transceiver: RTCRtpTransceiver) -> None:
         subscription.bind(transceiver)
         self._outbound[subscription.ssrc] = subscription
+        # At once: a slot may wait for its negotiation a while (its subscriber renegotiates
+        # one offer at a time), with a video receiver's ~100 KB of decoding state.
+        seams.lighten_receiver(transceiver.receiver)
 
     async def _bind_offered_slots(self) -> None:
         """On a single transport, give waiting local tracks, then waiting subscriptions, the
@@ -354,6 +359,7 @@ class Transport:
     # ------------------------------------------------------------------ negotiation results
 
     def _negotiated(self, track_ids: Mapping[str, str]) -> None:
+        seams.share_descriptions(self.pc)
         self._await_connection()
         for transceiver in self.pc.getTransceivers():
             self._hook(transceiver.receiver.transport)

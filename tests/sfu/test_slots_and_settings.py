@@ -146,9 +146,10 @@ async def test_self_test_fails_loudly_when_a_seam_is_gone(
         await aiortc_seams.self_test()
 
 
-async def test_sfu_receivers_keep_no_decoding_state(room: Room) -> None:
-    """aiortc's jitter buffers and bitrate estimators (~100 KB a video receiver) are freed:
-    the SFU's receivers never see RTP."""
+async def test_sfu_keeps_no_decoding_or_sending_state_of_aiortc(room: Room) -> None:
+    """aiortc's jitter buffers, bitrate estimators (~100 KB a video receiver) and decoder
+    threads are freed: the SFU's receivers never see RTP. Its sender slots run no task: the SFU
+    writes their packets itself."""
     alice, bob = room.add("alice"), room.add("bob")
     await alice.publish(luma=40, amplitude=0.1)
     await wait_for(lambda: bob.audio_from("alice").audio_frames >= 5)
@@ -162,3 +163,35 @@ async def test_sfu_receivers_keep_no_decoding_state(room: Room) -> None:
     for receiver in receivers:
         assert receiver._RTCRtpReceiver__jitter_buffer is None
         assert receiver._RTCRtpReceiver__remote_bitrate_estimator is None
+        assert receiver._RTCRtpReceiver__decoder_thread is None
+        assert receiver._RTCRtpReceiver__decoder_queue is None
+    slots: list[Any] = [t.sender for t in bob.subscriber.pc.getTransceivers()]
+    assert len(slots) == 2
+    for sender in slots:
+        assert sender._RTCRtpSender__rtp_task.done()
+        assert sender._RTCRtpSender__rtcp_task.done()
+
+
+def fingerprint(sdp: str) -> str:
+    return next(line for line in sdp.splitlines() if line.startswith("a=fingerprint:"))
+
+
+async def test_connections_share_the_process_certificate(
+    room: Room, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One DTLS certificate and SSL context serve every connection of the process (as in
+    Janus and mediasoup), until it is replaced by a new one for new connections."""
+    alice, bob = room.add("alice"), room.add("bob")
+    await alice.publish(luma=40)
+    await wait_for(lambda: bob.video_from("alice").video_frames >= 5)
+    transports = [alice.publisher, alice.subscriber, bob.publisher, bob.subscriber]
+    shared = {fingerprint(t.pc.localDescription.sdp) for t in transports if t.pc.localDescription}
+    assert len(shared) == 1
+    clients = {fingerprint(pc.localDescription.sdp) for pc in (alice.pub_pc, bob.sub_pc)}
+    assert len(clients) == 2 and shared.isdisjoint(clients)
+
+    monkeypatch.setattr(aiortc_seams, "CERTIFICATE_ROTATION", 0.0)
+    carol = room.add("carol")
+    await wait_for(lambda: carol.video_from("alice").video_frames >= 5)
+    assert fingerprint(carol.subscriber.pc.localDescription.sdp) not in shared
+    assert fingerprint(alice.publisher.pc.localDescription.sdp) in shared
