@@ -33,8 +33,7 @@ from aiohttp import (
 )
 import aiohttp
 
-from sfu import MediaSettings
-from sfu.stats import MediaCounters
+from sfu import MediaCounters, MediaSettings
 
 from ..livekit.protocol import MAX_MESSAGE_BYTES
 from .channel import Channel, ChannelClosed, Message

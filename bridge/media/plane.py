@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from mautrix.types import RoomID, UserID
 
-from sfu import TrackKind
-from sfu.stats import MediaCounters
+from sfu import MediaCounters, TrackKind
 
 from ..conferences import Profile
 from .roster import Roster
